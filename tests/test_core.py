@@ -1,0 +1,194 @@
+"""The shared core: scales, runtime, recording, checkpoints, the training loop."""
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import vnotes
+from vnotes.checkpoint import cache_key, cached_model, load_checkpoint, save_checkpoint
+from vnotes.data import TensorLoader
+from vnotes.record import Recorder
+from vnotes.runtime import resolve_precision
+from vnotes.scales import by_scale, resolve_scale
+from vnotes.train import EMA, EarlyStopping, ema_update, fit
+
+
+def test_scales(monkeypatch):
+    assert resolve_scale("smoke") == "smoke"
+    monkeypatch.setenv("VNOTES_SCALE", "full")
+    assert resolve_scale() == "full"
+    with pytest.raises(ValueError, match="scale='huge'.*smoke, default, full"):
+        resolve_scale("huge")
+    assert by_scale("default", smoke=1, default=2, full=3) == 2
+    with pytest.raises(ValueError, match="no value given"):
+        by_scale("full", smoke=1, default=2)
+
+
+def test_precision_auto():
+    conv = nn.Conv2d(3, 4, 3)
+    mlp = nn.Linear(3, 4)
+    assert resolve_precision("auto", torch.device("cpu"), mlp) == "fp32"
+    assert resolve_precision("fp32", torch.device("cpu"), conv) == "fp32"
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_recorder_writes_per_scale(tmp_path):
+    rec = Recorder("99_demo", "smoke", directory=tmp_path)
+    assert rec("acc", torch.tensor(0.5)) == 0.5
+    data = json.loads((tmp_path / "smoke" / "99_demo.json").read_text())
+    assert data["metrics"] == {"acc": 0.5} and data["scale"] == "smoke"
+    with pytest.raises(ValueError, match="nan"):
+        rec("bad", float("nan"))
+    with pytest.raises(TypeError, match="must be a number"):
+        rec("bad", "high")
+    Recorder("99_demo", "smoke", directory=tmp_path)  # a new run starts the file afresh
+    assert json.loads((tmp_path / "smoke" / "99_demo.json").read_text())["metrics"] == {}
+
+
+def test_checkpoint_atomic_and_safe(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, {"w": torch.ones(3), "epoch": 2})
+    assert load_checkpoint(path)["epoch"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"], "no temporary file is left behind"
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        save_checkpoint(path, {"w": Unpicklable()})
+    assert load_checkpoint(path)["epoch"] == 2, "a failed save leaves the old checkpoint intact"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_cached_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("VNOTES_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def train(m):
+        calls.append(1)
+        nn.init.constant_(m.weight, 3.0)
+
+    key = cache_key("lin", width=2)
+    a = cached_model(nn.Linear(2, 2), key, train)
+    b = cached_model(nn.Linear(2, 2), key, train)
+    assert calls == [1] and not a.loaded_from_cache and b.loaded_from_cache
+    assert torch.equal(a.weight, b.weight)
+    assert cache_key("lin", width=2) != cache_key("lin", width=3)
+
+
+def test_tensor_loader():
+    x = torch.arange(10).float()
+    loader = TensorLoader(x, x * 2, batch_size=4, shuffle=True, seed=1)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 3
+    assert sorted(torch.cat([b[0] for b in batches]).tolist()) == list(range(10))
+    assert all(torch.equal(b[1], b[0] * 2) for b in batches)
+    loader.set_epoch(1)
+    assert not torch.equal(torch.cat([b[0] for b in loader]), torch.cat([b[0] for b in batches]))
+    assert len(TensorLoader(x, batch_size=4, drop_last=True)) == 2
+    sharded = [torch.cat([b[0] for b in TensorLoader(x, batch_size=2, rank=r, world_size=2)]) for r in (0, 1)]
+    assert sorted(torch.cat(sharded).tolist()) == list(range(10))
+    with pytest.raises(ValueError, match="same first dimension"):
+        TensorLoader(x, x[:3], batch_size=2)
+
+
+def _blobs(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 2, generator=g) + 3 * y[:, None].float()
+    return x, y
+
+
+def test_fit_learns_and_matches_a_hand_written_loop():
+    x, y = _blobs()
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    model = make()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hist = fit(model, TensorLoader(x, y, batch_size=32), optimizer=opt, epochs=3,
+               val_loader=TensorLoader(x, y, batch_size=64), device="cpu", verbose=False)
+    ref = make()
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    losses = []
+    for _ in range(3):
+        for i in range(0, 256, 32):
+            loss = nn.functional.cross_entropy(ref(x[i:i + 32]), y[i:i + 32])
+            ref_opt.zero_grad()
+            loss.backward()
+            ref_opt.step()
+            losses.append(loss.item())
+    assert hist.step["loss"] == pytest.approx(losses, abs=1e-6)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q)
+    assert hist.epochs_run == 3 and hist.last("val_acc") > 0.9
+    assert len(hist.step["lr"]) == 24
+
+
+def test_fit_schedule_clipping_ema_and_checkpoint_resume(tmp_path):
+    x, y = _blobs()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=8, gamma=0.5)
+    ema = EMA(model, decay=0.9)
+    ckpt = tmp_path / "run.pt"
+    hist = fit(model, TensorLoader(x, y, batch_size=32), optimizer=opt, epochs=2, scheduler=sched,
+               clip_grad_norm=0.1, ema=ema, checkpoint_path=ckpt, device="cpu", verbose=False,
+               val_loader=TensorLoader(x, y, batch_size=64))
+    assert hist.step["lr"][:9] == [0.5] * 8 + [0.25]
+    assert len(hist.step["grad_norm"]) == 16
+    assert not torch.equal(ema.model[0].weight, model[0].weight)
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 1
+    # resume to 4 epochs: continues from epoch 2 with the saved history
+    hist2 = fit(model, TensorLoader(x, y, batch_size=32), optimizer=opt, epochs=4, scheduler=sched,
+                checkpoint_path=ckpt, resume=True, device="cpu", verbose=False)
+    assert hist2.epochs_run == 4 and hist2.epoch["train_loss"][:2] == hist.epoch["train_loss"]
+
+
+def test_early_stopping_restores_best():
+    model = nn.Linear(1, 1)
+    es = EarlyStopping(monitor="val_loss", patience=2)
+    for epoch, v in enumerate([3.0, 1.0, 2.0, 2.5]):
+        with torch.no_grad():
+            model.weight.fill_(v)
+        stop = es.update(epoch, {"val_loss": v}, model)
+    assert stop and es.best_epoch == 1
+    es.restore(model)
+    assert model.weight.item() == 1.0
+    with pytest.raises(KeyError, match="val_acc"):
+        EarlyStopping(monitor="val_acc").update(0, {"val_loss": 1.0}, model)
+
+
+def test_ema_update_formula():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    expected = 0.9 * a.weight.detach().clone() + 0.1 * b.weight.detach()
+    ema_update(a, b, 0.9)
+    torch.testing.assert_close(a.weight.detach(), expected)
+
+
+def test_fit_rejects_bad_arguments():
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = TensorLoader(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), batch_size=2)
+    with pytest.raises(ValueError, match="epochs=-1"):
+        fit(model, loader, optimizer=opt, epochs=-1)
+    with pytest.raises(ValueError, match="clip_grad_norm=0"):
+        fit(model, loader, optimizer=opt, epochs=1, clip_grad_norm=0)
+
+
+def test_fit_stops_on_divergence():
+    x, y = _blobs()
+    model = nn.Sequential(nn.Linear(2, 8), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=1e6)
+    hist = fit(model, TensorLoader(x * 100, y, batch_size=32), optimizer=opt, epochs=5, device="cpu", verbose=False)
+    assert hist.epochs_run < 5

@@ -1,0 +1,96 @@
+"""The rendered book, opened in headless Chromium as a reader would.
+
+For every page of the table of contents: a screenshot is kept under ``_build/screenshots``
+(the CI artifact), the page has no error traceback and no stderr block, and each chapter
+page shows at least the figures its thresholds file promises (``[page] min_figures``).
+"""
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from bookinfo import BUILD, ROOT, THRESHOLDS, thresholds, toc_files
+
+pytestmark = pytest.mark.book
+HTML = BUILD / "html"
+SHOTS = BUILD / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+         "--disable-component-update", "--disable-sync", "--disable-quic", "--hide-scrollbars"]
+
+
+def _chromium(*args: str, timeout: int = 90) -> str:
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    with tempfile.TemporaryDirectory() as profile:
+        out = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+                             capture_output=True, text=True, timeout=timeout)
+    return out.stdout
+
+
+class _Elements(HTMLParser):
+    """Counts what a reader sees in myst-nb output: figures, tracebacks, stderr blocks, local links."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+        self.figures = 0
+        self.tracebacks = 0
+        self.stderr = 0
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        cls = a.get("class") or ""
+        if tag not in ("img", "br", "meta", "link", "input", "hr", "source"):
+            self.stack.append(cls)
+        if tag == "img" and any("cell_output" in c for c in self.stack):
+            self.figures += 1
+        if "traceback" in cls.split():
+            self.tracebacks += 1
+        if "stderr" in cls.split():
+            self.stderr += 1
+        if tag == "a" and a.get("href") and not re.match(r"^(https?:|mailto:|#|javascript:)", a["href"]):
+            self.links.append(a["href"])
+
+    def handle_endtag(self, tag):
+        if tag not in ("img", "br", "meta", "link", "input", "hr", "source") and self.stack:
+            self.stack.pop()
+
+
+PAGES = [f for f in toc_files()]
+
+
+@pytest.fixture(scope="module")
+def built():
+    if not (HTML / "index.html").exists():
+        pytest.fail("_build/html is missing: run `make book` first")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return HTML
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_cleanly(built, page):
+    html_file = built / f"{page}.html"
+    assert html_file.exists(), f"{html_file} was not built"
+    dom = _chromium("--dump-dom", "--virtual-time-budget=5000", html_file.as_uri())
+    assert "<html" in dom, "chromium returned no DOM"
+    seen = _Elements()
+    seen.feed(dom)
+    assert seen.tracebacks == 0, f"{page}: {seen.tracebacks} error traceback(s) on the page"
+    assert seen.stderr == 0, f"{page}: {seen.stderr} stderr block(s) on the page (warnings leaked into the output)"
+    name = Path(page).name
+    shot = SHOTS / f"{name}.png"
+    _chromium(f"--screenshot={shot}", "--window-size=1280,2400", html_file.as_uri())
+    assert shot.exists() and shot.stat().st_size > 10_000, f"no usable screenshot of {page}"
+    if (THRESHOLDS / f"{name}.toml").exists():
+        want = thresholds(name).get("page", {}).get("min_figures", 1)
+        assert seen.figures >= want, f"{page}: {seen.figures} figures shown, expected at least {want}"
+    for href in seen.links:
+        target = (html_file.parent / href.split("#")[0]).resolve()
+        if href.split("#")[0]:
+            assert target.exists(), f"{page}: broken link {href}"

@@ -1,0 +1,29 @@
+# %% [markdown]
+# # N. Chapter title
+#
+# What the chapter is about, in two or three sentences, and what the reader will see.
+# Cite papers with {cite:p}`key` (entries in bib/<chapter>.bib).
+
+# %% tags=["hide-input"]
+# In Colab: install vnotes from the repository (does nothing anywhere else).
+import os, sys
+if "google.colab" in sys.modules or os.environ.get("VNOTES_PIP_SOURCE"):
+    import subprocess
+    source = os.environ.get("VNOTES_PIP_SOURCE", "vnotes @ git+https://github.com/vnotes-book/vnotes")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
+
+# %% tags=["parameters"]
+import os
+scale = os.environ.get("VNOTES_SCALE", "default")  # "smoke" (seconds), "default" (CPU, ~90 s), "full" (GPU)
+
+# %%
+import torch
+from vnotes import Recorder, by_scale, describe, pick_device, resolve_scale, seed_everything
+
+scale = resolve_scale(scale)
+device = pick_device()
+rec = Recorder("NN_name", scale)   # must equal the notebook's file name
+print(f"scale={scale}; running on {describe(device)}")
+
+# %% [markdown]
+# ## A section: explain first, then compute.

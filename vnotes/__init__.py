@@ -1,0 +1,22 @@
+"""vnotes: the implementations behind the executable deep-learning book.
+
+The core every chapter shares:
+
+* :mod:`vnotes.scales`     -- ``smoke`` / ``default`` / ``full`` presets
+* :mod:`vnotes.runtime`    -- device, precision, seeding
+* :mod:`vnotes.train`      -- the one training loop, :func:`~vnotes.train.fit`
+* :mod:`vnotes.record`     -- headline metrics written for the tests
+* :mod:`vnotes.plot`       -- curves, image grids, heat-map overlays, embeddings, source display
+* :mod:`vnotes.data`       -- the toy world, scikit-learn's digits, torchvision sets (online only)
+* :mod:`vnotes.checkpoint` -- atomic checkpoints and the local model cache
+
+Chapters live in their own modules (``vnotes.optim``, ...) and import the core, never the reverse.
+"""
+from .record import Recorder
+from .runtime import describe, pick_device, seed_everything
+from .scales import SCALES, by_scale, resolve_scale
+from .train import EMA, EarlyStopping, History, evaluate, fit
+
+__version__ = "0.1.0"
+__all__ = ["EMA", "EarlyStopping", "History", "Recorder", "SCALES", "by_scale", "describe", "evaluate", "fit",
+           "pick_device", "resolve_scale", "seed_everything"]

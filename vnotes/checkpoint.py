@@ -1,0 +1,75 @@
+"""Checkpoints written atomically and loaded safely, plus a local cache of trained models.
+
+A chapter that needs a model trained in an earlier chapter trains it itself at the scale's
+size, or takes it from this cache when an earlier run left it there. The cache key includes
+the scale and every setting, and training is seeded, so the result does not depend on which
+of the two happened. Nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+CACHE_ENV = "VNOTES_CACHE_DIR"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Save ``state`` to ``path`` atomically: a crash mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only, no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def cache_dir() -> Path:
+    """``$VNOTES_CACHE_DIR`` or ``data/cache`` of the checkout (or ``./vnotes_cache`` outside one)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    here = Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p / "_config.yml").exists() and (p / "vnotes").is_dir():
+            return p / "data" / "cache"
+    return Path("vnotes_cache")
+
+
+def cache_key(name: str, **settings: Any) -> str:
+    """A file name for a trained model: its name plus a hash of every setting that shaped it."""
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def cached_model(model: nn.Module, key: str, train: Callable[[nn.Module], Any], *, use_cache: bool = True) -> nn.Module:
+    """Load ``model``'s weights from the cache under ``key``, or call ``train(model)`` and store them.
+
+    Returns the model; ``model.loaded_from_cache`` says which happened.
+    """
+    path = cache_dir() / f"{key}.pt"
+    if use_cache and path.is_file():
+        model.load_state_dict(load_checkpoint(path)["model"])
+        model.loaded_from_cache = True
+        return model
+    train(model)
+    save_checkpoint(path, {"model": model.state_dict()})
+    model.loaded_from_cache = False
+    return model

@@ -1,0 +1,187 @@
+"""Plotting helpers used by every chapter, so a reader learns them once.
+
+All functions draw on a Matplotlib ``Axes`` (created if not given) and return it; axis
+labels always carry units where there are any.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def _ax(ax=None, figsize=(5, 3.5)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _np(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Moving average over ``window`` steps (same length; the first values average what exists)."""
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or len(v) == 0:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    idx = np.arange(1, len(v) + 1)
+    lo = np.maximum(0, idx - window)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def plot_curves(curves: Mapping[str, Sequence[float] | tuple[Sequence[float], Sequence[float]]], *,
+                xlabel: str = "epoch", ylabel: str = "loss", title: str | None = None, logy: bool = False,
+                smooth_window: int = 1, ax=None, **line_kw):
+    """One line per named curve; a curve is ``y`` (x = 1, 2, ...) or a pair ``(x, y)``."""
+    ax = _ax(ax)
+    for name, c in curves.items():
+        if isinstance(c, tuple) and len(c) == 2:
+            x, y = _np(c[0]), _np(c[1])
+        else:
+            y = _np(c)
+            x = np.arange(1, len(y) + 1)
+        ax.plot(x, smooth(y, smooth_window), label=name, **line_kw)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    if len(curves) > 1 or any(curves):
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_history(history, keys: Sequence[str] = ("train_loss", "val_loss"), *, ylabel: str | None = None,
+                 title: str | None = None, ax=None, logy: bool = False):
+    """Per-epoch curves of a :class:`vnotes.train.History` (keys missing from it are skipped)."""
+    curves = {k: history.epoch[k] for k in keys if k in history.epoch}
+    if not curves:
+        raise KeyError(f"none of {list(keys)} is in the history; it has {sorted(history.epoch)}")
+    return plot_curves(curves, xlabel="epoch", ylabel=ylabel or " / ".join(curves), title=title, ax=ax, logy=logy)
+
+
+def _to_hwc(img: Any) -> np.ndarray:
+    a = _np(img)
+    if a.ndim == 3 and a.shape[0] in (1, 3):
+        a = np.transpose(a, (1, 2, 0))
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    return np.clip(a, 0, 1)
+
+
+def show_images(images: Any, *, titles: Sequence[str] | None = None, ncols: int = 8, scale: float = 1.2,
+                cmap: str = "gray", suptitle: str | None = None, axes=None):
+    """A grid of images (``[N, C, H, W]`` or ``[N, H, W]``, values in [0, 1]) with optional titles."""
+    images = list(images)
+    n = len(images)
+    if n == 0:
+        raise ValueError("show_images got no images")
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    if axes is None:
+        fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.3 if titles else 0)),
+                                 squeeze=False, layout="constrained")
+    axes = np.asarray(axes).reshape(-1)
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(_to_hwc(images[i]), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        axes[0].figure.suptitle(suptitle)
+    return axes
+
+
+def overlay_heatmap(image: Any, heat: Any, *, ax=None, alpha: float = 0.55, cmap: str = "jet", title: str | None = None):
+    """Draw ``heat`` (any 2-D size, upsampled to the image) over ``image`` -- for attention and saliency maps."""
+    ax = _ax(ax, figsize=(3, 3))
+    img = _to_hwc(image)
+    h = _np(heat).astype(float)
+    if h.ndim != 2:
+        raise ValueError(f"heat must be 2-D, got shape {h.shape}")
+    H, W = img.shape[:2]
+    h_t = torch.from_numpy(h)[None, None].float()
+    h = torch.nn.functional.interpolate(h_t, size=(H, W), mode="bilinear", align_corners=False)[0, 0].numpy()
+    h = (h - h.min()) / (h.max() - h.min() + 1e-12)
+    ax.imshow(img, cmap="gray", interpolation="nearest")
+    ax.imshow(h, cmap=cmap, alpha=alpha, interpolation="bilinear")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax
+
+
+def scatter_2d(points: Any, labels: Any = None, *, class_names: Sequence[str] | None = None, method: str = "pca",
+               ax=None, title: str | None = None, s: float = 8):
+    """Scatter of embeddings reduced to 2-D by ``pca`` (or ``tsne``), coloured by class."""
+    x = _np(points).reshape(len(points), -1)
+    if x.shape[1] > 2:
+        if method == "pca":
+            from sklearn.decomposition import PCA
+            x = PCA(n_components=2, random_state=0).fit_transform(x)
+        elif method == "tsne":
+            from sklearn.manifold import TSNE
+            x = TSNE(n_components=2, random_state=0, init="pca").fit_transform(x)
+        else:
+            raise ValueError(f"method={method!r} is unknown; allowed: 'pca', 'tsne'")
+    ax = _ax(ax, figsize=(4.5, 4))
+    if labels is None:
+        ax.scatter(x[:, 0], x[:, 1], s=s)
+    else:
+        lab = _np(labels).astype(int)
+        for c in np.unique(lab):
+            name = class_names[c] if class_names is not None else str(c)
+            ax.scatter(x[lab == c, 0], x[lab == c, 1], s=s, label=name)
+        ax.legend(fontsize="x-small", markerscale=2, ncols=2)
+    ax.set_xlabel(f"{method} 1")
+    ax.set_ylabel(f"{method} 2")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def show_table(rows: Sequence[Mapping[str, Any]], *, floatfmt: str = ".3f", title: str | None = None) -> str:
+    """Display a list of dicts as a Markdown table (rendered in the book) and return the Markdown."""
+    if not rows:
+        raise ValueError("show_table got no rows")
+    cols = list(rows[0].keys())
+    for r in rows[1:]:
+        cols += [k for k in r if k not in cols]
+
+    def fmt(v):
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return "" if v is None else str(v)
+
+    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    md = "\n".join(lines)
+    try:
+        from IPython.display import Markdown, display
+        display(Markdown(md))
+    except ImportError:  # plain Python: print it
+        print(md)
+    return md
+
+
+def show_source(obj: Callable | type, *, lines: tuple[int, int] | None = None) -> None:
+    """Show the source of a vnotes function or class, highlighted, so the page teaches the code it imports."""
+    src = inspect.getsource(obj)
+    if lines is not None:
+        src = "\n".join(src.splitlines()[lines[0]:lines[1]])
+    where = f"{obj.__module__}.{obj.__qualname__}"
+    try:
+        from IPython.display import Markdown, display
+        display(Markdown(f"Source of `{where}`:\n\n```python\n{src}\n```"))
+    except ImportError:
+        print(f"# {where}\n{src}")

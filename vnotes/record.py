@@ -1,0 +1,76 @@
+"""Headline numbers of a notebook, written to one JSON file per notebook.
+
+The test suite reads these files and checks each number against a threshold for the
+scale that produced it (``tests/thresholds/<notebook>.toml``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+ENV_VAR = "VNOTES_METRICS_DIR"
+
+
+def _project_root(start: Path) -> Path | None:
+    for p in (start, *start.parents):
+        if (p / "_config.yml").exists() and (p / "vnotes").is_dir():
+            return p
+    return None
+
+
+def metrics_dir() -> Path:
+    """``$VNOTES_METRICS_DIR`` if set, else ``_build/metrics`` of the checkout, else ``./vnotes_metrics``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    root = _project_root(Path.cwd().resolve())
+    return (root / "_build" / "metrics") if root else Path("vnotes_metrics")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` so that ``path`` holds either the old or the new content, never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Recorder:
+    """Records a notebook's headline metrics: ``rec = Recorder("01_optimization", scale)``, then ``rec("acc", 0.97)``.
+
+    The file is ``<metrics dir>/<scale>/<notebook>.json``.
+
+    Creating a recorder starts the notebook's file afresh, so numbers from an older run never linger.
+    """
+
+    def __init__(self, notebook: str, scale: str, directory: str | os.PathLike | None = None):
+        if not notebook or "/" in notebook:
+            raise ValueError(f"notebook={notebook!r} must be a plain name such as '01_optimization'")
+        self.notebook = notebook
+        self.scale = scale
+        root = Path(directory) if directory is not None else metrics_dir()
+        self.path = root / scale / f"{notebook}.json"
+        self.metrics: dict[str, float] = {}
+        self._write()
+
+    def __call__(self, name: str, value: float) -> float:
+        """Record ``name = value`` (a finite number) and return the value, so it can be used inline."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"metric {name!r} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"metric {name!r} is {number}; only finite numbers can be recorded")
+        self.metrics[name] = number
+        self._write()
+        return number
+
+    def _write(self) -> None:
+        payload = {"notebook": self.notebook, "scale": self.scale, "time": time.time(), "metrics": self.metrics}
+        atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True))
+
+    def __repr__(self) -> str:
+        return f"Recorder({self.notebook!r}, scale={self.scale!r}, {len(self.metrics)} metrics -> {self.path})"

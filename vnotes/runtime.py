@@ -1,0 +1,107 @@
+"""Device, precision and seeding: the few facts about the machine every chapter needs."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """CUDA if present, then Apple MPS, then CPU; ``prefer`` (or ``$VNOTES_DEVICE``) forces one."""
+    prefer = prefer or os.environ.get("VNOTES_DEVICE")
+    if prefer:
+        dev = torch.device(prefer)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={prefer!r} was asked for but CUDA is not available here")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where autocast can pay off."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _has_conv(model: nn.Module | None) -> bool:
+    return model is not None and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def resolve_precision(precision: str, device: torch.device, model: nn.Module | None = None) -> str:
+    """Turn ``auto`` into ``bf16`` or ``fp32`` for this device and model.
+
+    ``auto`` chooses bf16 on CUDA GPUs that support it; on a CPU only for convolutional models
+    on CPUs with native bf16 (measured here: 2.2x faster for a small CNN, but up to 1.8x *slower*
+    for small attention models). Other devices get fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not allowed; choose one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and cpu_has_bf16() and _has_conv(model):
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context for a resolved precision (``bf16``) or a no-op (``fp32``)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); returns a CPU generator seeded the same way."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def describe(device: torch.device | None = None) -> str:
+    """One line saying where this notebook runs: device, threads, bf16 support."""
+    device = device or pick_device()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"cuda ({name}), bf16: {torch.cuda.is_bf16_supported()}, torch {torch.__version__}"
+    return (f"{device.type}, {torch.get_num_threads()} threads, native bf16: {cpu_has_bf16()}, "
+            f"torch {torch.__version__}")
+
+
+@contextlib.contextmanager
+def timer() -> Iterator[dict]:
+    """``with timer() as t: ...`` then ``t['seconds']`` -- wall time, synchronising CUDA first."""
+    import time
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    out: dict = {}
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        out["seconds"] = time.perf_counter() - start

@@ -1,0 +1,48 @@
+"""Scale presets shared by every chapter: ``smoke``, ``default`` and ``full``.
+
+* ``smoke``   -- seconds per notebook; what CI runs under nbval to prove every cell executes.
+* ``default`` -- the CPU book: each notebook within about 90 s on a 2-core machine,
+  reaching the chapter's quality targets.
+* ``full``    -- for a GPU: more data, bigger models, longer training.
+
+A notebook's ``parameters`` cell reads its default scale from the environment variable
+``VNOTES_SCALE`` so papermill (``-p scale smoke``), nbval and jupyter-book runs agree.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar
+
+SCALES: tuple[str, ...] = ("smoke", "default", "full")
+ENV_VAR = "VNOTES_SCALE"
+
+T = TypeVar("T")
+
+
+def resolve_scale(scale: str | None = None) -> str:
+    """Return a checked scale name: ``scale`` if given, else ``$VNOTES_SCALE``, else ``default``."""
+    if scale is None:
+        scale = os.environ.get(ENV_VAR, "default")
+    if not isinstance(scale, str) or scale.strip().lower() not in SCALES:
+        raise ValueError(f"scale={scale!r} is not a known scale; choose one of {', '.join(SCALES)}")
+    return scale.strip().lower()
+
+
+def by_scale(scale: str, **choices: T) -> T:
+    """Pick the value for ``scale`` among keyword choices, e.g. ``by_scale(s, smoke=2, default=20, full=200)``."""
+    scale = resolve_scale(scale)
+    unknown = set(choices) - set(SCALES)
+    if unknown:
+        raise ValueError(f"by_scale got unknown scale names {sorted(unknown)}; allowed: {SCALES}")
+    if scale not in choices:
+        raise ValueError(f"no value given for scale={scale!r} (given: {sorted(choices)})")
+    return choices[scale]
+
+
+def describe_scales(table: dict[str, dict[str, Any]]) -> str:
+    """Format a per-scale config table as Markdown (used by notebooks to show what each scale costs)."""
+    keys = sorted({k for row in table.values() for k in row})
+    lines = ["| setting | " + " | ".join(table) + " |", "|---" * (len(table) + 1) + "|"]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(str(table[s].get(k, "")) for s in table) + " |")
+    return "\n".join(lines)
