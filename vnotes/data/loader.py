@@ -12,9 +12,8 @@ import torch.distributed as dist
 class TensorLoader:
     """Iterate over ``(x[i:i+b], y[i:i+b], ...)`` for equally long tensors, shuffled each epoch if asked.
 
-    Under ``torch.distributed`` each process takes its own 1/world_size share of every
-    epoch's permutation (like ``DistributedSampler``), so the global batch is
-    ``batch_size * world_size``.
+    Under ``torch.distributed`` each process takes every world_size-th example of the epoch's
+    permutation (like ``DistributedSampler``), so the global batch is ``batch_size * world_size``.
     """
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = False,
@@ -52,8 +51,9 @@ class TensorLoader:
         else:
             idx = torch.arange(n)
         if self.world_size > 1:
-            per_rank = n // self.world_size
-            idx = idx[self.rank * per_rank:(self.rank + 1) * per_rank]
+            # interleave like DistributedSampler: step i's global batch is the same set of examples
+            # as a single process's batch i with batch_size * world_size
+            idx = idx[:n - n % self.world_size][self.rank::self.world_size]
         return idx.to(self.tensors[0].device)
 
     def __len__(self) -> int:

@@ -1,0 +1,186 @@
+"""Benchmarks for the book (not a test): writes benchmarks/REPORT.md and benchmarks/report.json.
+
+1. Wall time of every chapter notebook at each requested scale (papermill, a fresh kernel each).
+2. The overhead of `vnotes.fit` against a hand-written PyTorch loop on the same model and data.
+3. On a CUDA machine: training throughput at `full` size (images/s, share of peak bf16 matrix FLOP/s)
+   for `fit` and for the hand-written loop, with and without torch.compile.
+
+    .venv/bin/python benchmarks/run.py                      # notebooks at smoke and default + loop overhead
+    .venv/bin/python benchmarks/run.py --scales smoke default full --only 01_optimization
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+REPORT_JSON = ROOT / "benchmarks" / "report.json"
+REPORT_MD = ROOT / "benchmarks" / "REPORT.md"
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0}  # dense, per vendor sheets
+
+
+def time_notebooks(scales: list[str], only: list[str] | None) -> list[dict]:
+    from bookinfo import chapter_notebooks
+
+    rows = []
+    for nb in chapter_notebooks():
+        if only and nb.stem not in only:
+            continue
+        for scale in scales:
+            with tempfile.TemporaryDirectory() as tmp:
+                env = dict(os.environ, VNOTES_PROGRESS="0", VNOTES_METRICS_DIR=str(Path(tmp) / "metrics"))
+                t0 = time.perf_counter()
+                proc = subprocess.run([str(Path(sys.executable).parent / "papermill"), str(nb), str(Path(tmp) / "out.ipynb"),
+                                       "-p", "scale", scale, "--cwd", str(nb.parent)],
+                                      env=env, capture_output=True, text=True)
+                seconds = time.perf_counter() - t0
+            rows.append({"notebook": nb.stem, "scale": scale, "seconds": round(seconds, 1), "ok": proc.returncode == 0})
+            print(f"{nb.stem:32s} {scale:8s} {seconds:7.1f} s {'ok' if proc.returncode == 0 else 'FAILED'}", flush=True)
+    return rows
+
+
+def _conv_model(width: int = 32) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.BatchNorm2d(4 * width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 6))
+
+
+def _flops_per_image(model: nn.Module, shape) -> float:
+    """Training FLOPs per image, 3x the forward multiply-adds x 2 (forward + two backward matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(1, *shape, device=next(model.parameters()).device)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return 3.0 * counter.get_total_flops()
+
+
+def loop_overhead(device: torch.device, n: int, batch: int, epochs: int, width: int, compile: bool = False) -> dict:
+    """Seconds per epoch for `fit` and for a plain loop (same model, data, optimizer, precision)."""
+    from vnotes.data import TensorLoader, make_scenes
+    from vnotes.runtime import autocast, resolve_precision
+    from vnotes.train import fit
+
+    scenes = make_scenes(n, seed=0)
+    x, y = scenes.images.to(device), scenes.labels("shape").to(device)
+    results = {}
+    for kind in ("hand-written", "vnotes.fit"):
+        torch.manual_seed(0)
+        model = _conv_model(width).to(device)
+        prec = resolve_precision("auto", device, model)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        loader = TensorLoader(x, y, batch_size=batch, shuffle=True, drop_last=True)
+        net = torch.compile(model) if compile else model
+        if kind == "hand-written":
+            def run_epoch(epoch):
+                loader.set_epoch(epoch)
+                for xb, yb in loader:
+                    if device.type == "cuda":
+                        xb = xb.contiguous(memory_format=torch.channels_last)
+                    with autocast(device, prec):
+                        loss = nn.functional.cross_entropy(net(xb), yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+            run_epoch(0)  # warm-up (and compilation)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for e in range(1, epochs + 1):
+                run_epoch(e)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = (time.perf_counter() - t0) / epochs
+        else:
+            fit(model, loader, optimizer=opt, epochs=1, device=device, precision=prec, compile=compile,
+                progress=False, verbose=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fit(model, loader, optimizer=opt, epochs=epochs, device=device, precision=prec, compile=compile,
+                progress=False, verbose=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = (time.perf_counter() - t0) / epochs
+        images = len(loader) * batch
+        results[kind] = {"seconds_per_epoch": round(seconds, 4), "images_per_second": round(images / seconds, 1)}
+        flops = _flops_per_image(model, x.shape[1:])
+        results[kind]["train_gflop_per_image"] = round(flops / 1e9, 5)
+        if device.type == "cuda":
+            name = torch.cuda.get_device_name(device)
+            peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+            if peak:
+                results[kind]["share_of_peak_bf16"] = round(flops * images / seconds / (peak * 1e12), 5)
+    hand, ours = results["hand-written"]["seconds_per_epoch"], results["vnotes.fit"]["seconds_per_epoch"]
+    return {"device": str(device), "precision": prec, "compile": compile, "images": n, "batch": batch,
+            "width": width, "epochs_timed": epochs, **results, "fit_overhead": round(ours / hand - 1, 4)}
+
+
+def write_report(report: dict) -> None:
+    REPORT_JSON.write_text(json.dumps(report, indent=1))
+    lines = ["# Benchmark report", "", f"Written by `benchmarks/run.py` on {report['machine']}.", ""]
+    if report.get("notebooks"):
+        scales = sorted({r["scale"] for r in report["notebooks"]}, key=["smoke", "default", "full"].index)
+        lines += ["## Notebook wall time (papermill, fresh kernel, seconds)", "",
+                  "| notebook | " + " | ".join(scales) + " |", "|---" * (len(scales) + 1) + "|"]
+        for nb in dict.fromkeys(r["notebook"] for r in report["notebooks"]):
+            cells = []
+            for s in scales:
+                r = next((r for r in report["notebooks"] if r["notebook"] == nb and r["scale"] == s), None)
+                cells.append("" if r is None else f"{r['seconds']}" + ("" if r["ok"] else " (failed)"))
+            lines.append(f"| {nb} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for entry in report.get("loop", []):
+        lines += [f"## Training loop: `vnotes.fit` vs a hand-written loop ({entry['device']}, {entry['precision']}"
+                  f"{', torch.compile' if entry['compile'] else ''})", "",
+                  f"{entry['images']} toy-world images, batch {entry['batch']}, a 3-layer CNN of width {entry['width']}, "
+                  f"mean of {entry['epochs_timed']} epochs after one warm-up epoch.", "",
+                  "| loop | s / epoch | images / s | share of peak bf16 |", "|---|---|---|---|"]
+        for kind in ("hand-written", "vnotes.fit"):
+            r = entry[kind]
+            lines.append(f"| {kind} | {r['seconds_per_epoch']} | {r['images_per_second']} | {r.get('share_of_peak_bf16', 'n/a')} |")
+        lines += ["", f"Overhead of `fit`: {entry['fit_overhead'] * 100:+.1f}%.", ""]
+    if not any(e["device"].startswith("cuda") for e in report.get("loop", [])):
+        lines += ["## GPU", "", "No GPU was available when this report was written: the figures above are CPU figures. "
+                  "Run `python benchmarks/run.py --scales full --loop-device cuda` on a GPU machine to add them.", ""]
+    REPORT_MD.write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scales", nargs="*", default=["smoke", "default"], choices=["smoke", "default", "full"])
+    ap.add_argument("--only", nargs="*", help="notebook stems to time (default: all in _toc.yml)")
+    ap.add_argument("--loop-device", default=None, help="device for the loop benchmark (default: the best available)")
+    ap.add_argument("--skip-notebooks", action="store_true")
+    args = ap.parse_args()
+    from vnotes.runtime import describe, pick_device
+
+    device = pick_device(args.loop_device)
+    report = {"machine": f"{platform.node() or 'unknown'}: {describe(device)}, {os.cpu_count()} CPUs",
+              "notebooks": [] if args.skip_notebooks else time_notebooks(args.scales, args.only), "loop": []}
+    if device.type == "cuda":
+        for compile in (False, True):
+            report["loop"].append(loop_overhead(device, n=50_000, batch=512, epochs=3, width=64, compile=compile))
+    else:
+        report["loop"].append(loop_overhead(device, n=4096, batch=128, epochs=3, width=32))
+    write_report(report)
+    print(REPORT_MD.read_text())
+
+
+if __name__ == "__main__":
+    main()

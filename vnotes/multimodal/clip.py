@@ -1,0 +1,298 @@
+"""CLIP: a dual encoder trained with the symmetric contrastive loss, and zero-shot classification (chapter 7a).
+
+Radford et al. (2021), "Learning Transferable Visual Models From Natural Language Supervision".
+An image encoder (a :class:`vnotes.transformer.ViT`) and a text encoder (a causal Transformer whose
+[EOS] token summarises the caption) are projected linearly into one embedding space and
+normalised; training pulls each image towards its own caption and away from the batch's other
+captions. Classes become sentences ("a photo of a small red triangle"), so a trained model
+classifies images into classes it never saw as labels -- *zero-shot*.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import SHAPES, Vocabulary
+from ..transformer import MultiHeadAttention, TransformerBlock, ViT, init_transformer_weights
+from .data import COLOUR_NAMES, normalize_pixels
+from .objectives import itc_loss
+
+
+# ----------------------------------------------------------------------------- configurations
+# The paper's models (Radford et al., 2021, Tables 19 and 20), written once as data; the book's
+# minis keep the layout (ViT image tower, causal text tower, linear projections) at toy sizes.
+CLIP_CONFIGS: dict[str, dict] = {
+    "ViT-B/32": dict(embed_dim=512, image_size=224, patch_size=32, vision_width=768, vision_layers=12,
+                     vision_heads=12, text_width=512, text_layers=12, text_heads=8, context_length=77),
+    "ViT-B/16": dict(embed_dim=512, image_size=224, patch_size=16, vision_width=768, vision_layers=12,
+                     vision_heads=12, text_width=512, text_layers=12, text_heads=8, context_length=77),
+    "ViT-L/14": dict(embed_dim=768, image_size=224, patch_size=14, vision_width=1024, vision_layers=24,
+                     vision_heads=16, text_width=768, text_layers=12, text_heads=12, context_length=77),
+    "RN50": dict(embed_dim=1024, image_size=224, vision="resnet", vision_width=1024, vision_layers=(3, 4, 6, 3),
+                 vision_heads=32, text_width=512, text_layers=12, text_heads=8, context_length=77),
+    "mini-rn": dict(embed_dim=64, image_size=32, vision="resnet", vision_width=64, vision_layers=(1, 1, 1),
+                    vision_heads=4, cnn_width=16, text_width=64, text_layers=2, text_heads=4, context_length=10),
+    "mini": dict(embed_dim=64, image_size=32, patch_size=8, vision_width=64, vision_layers=2,
+                 vision_heads=4, text_width=64, text_layers=2, text_heads=4, context_length=10),
+    "small": dict(embed_dim=128, image_size=32, patch_size=4, vision_width=128, vision_layers=4,
+                  vision_heads=4, text_width=128, text_layers=3, text_heads=4, context_length=10),
+}
+
+
+# ----------------------------------------------------------------------------- text tower
+class TextTransformer(nn.Module):
+    """A Transformer text encoder: token + learned position embeddings, pre-norm blocks, a final LayerNorm.
+
+    ``causal=True`` is CLIP's text tower (Radford et al., 2021): masked self-attention, and the
+    caption is summarised by the activation at its [EOS] token. ``causal=False`` is a BERT-style
+    encoder (Devlin et al., 2019), summarised by its first token ([BOS] plays [CLS]).
+    """
+
+    def __init__(self, vocab_size: int, dim: int = 64, depth: int = 2, num_heads: int = 4, max_len: int = 10,
+                 mlp_ratio: float = 4.0, causal: bool = True, pad_id: int = 0, eos_id: int | None = None,
+                 dropout: float = 0.0):
+        super().__init__()
+        if causal and eos_id is None:
+            raise ValueError("a causal text tower pools at [EOS]: give eos_id")
+        self.causal, self.pad_id, self.eos_id, self.max_len = causal, pad_id, eos_id, max_len
+        self.token_embed = nn.Embedding(vocab_size, dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, max_len, dim))
+        self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.apply(init_transformer_weights)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.01)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """Token plus position embeddings ``[B, L, dim]``."""
+        if ids.shape[1] > self.max_len:
+            raise ValueError(f"{ids.shape[1]} tokens exceed max_len={self.max_len}")
+        return self.token_embed(ids) + self.pos_embed[:, : ids.shape[1]]
+
+    def forward_tokens(self, ids: Tensor, need_weights: bool = False) -> Tensor:
+        """Every token's features after the final LayerNorm, ``[B, L, dim]``."""
+        x = self.embed(ids)
+        # a causal tower never looks past [EOS], so padding needs no mask there
+        pad = None if self.causal else ids == self.pad_id
+        for block in self.blocks:
+            x = block(x, key_padding_mask=pad, is_causal=self.causal, need_weights=need_weights)
+        return self.norm(x)
+
+    def pool(self, ids: Tensor, tokens: Tensor) -> Tensor:
+        """The caption's summary ``[B, dim]``: features at [EOS] (causal) or at the first token."""
+        if not self.causal:
+            return tokens[:, 0]
+        has_eos = (ids == self.eos_id).any(1)
+        if not has_eos.all():
+            raise ValueError("every caption needs an [EOS] token for CLIP's pooling; encode with eos=True")
+        eos_at = (ids == self.eos_id).int().argmax(1)                      # [B]
+        return tokens[torch.arange(ids.shape[0], device=ids.device), eos_at]
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.pool(ids, self.forward_tokens(ids))
+
+
+# ----------------------------------------------------------------------------- ResNet image tower
+class AttentionPool2d(nn.Module):
+    """CLIP's attention pooling (Radford et al., 2021, Sec. 2.4): one multi-head attention layer whose single
+    query is the mean of the feature map, attending over [mean; every position] with learned positions.
+
+    It replaces the global average pool of a ResNet; its weights (``.last_attention``) show where
+    the image tower looked.
+    """
+
+    def __init__(self, grid: int, channels: int, num_heads: int, out_dim: int):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.randn(1, grid * grid + 1, channels) / channels ** 0.5)
+        self.attn = MultiHeadAttention(channels, num_heads)
+        self.proj = nn.Linear(channels, out_dim)
+        self.last_attention: Tensor | None = None                          # [B, heads, 1, 1 + h*w]
+
+    def forward(self, fmap: Tensor, need_weights: bool = False) -> Tensor:
+        """``[B, C, h, w]`` -> ``[B, out_dim]``."""
+        tokens = fmap.flatten(2).transpose(1, 2)                            # [B, h*w, C]
+        # x = [mean_p x_p; x_1 .. x_hw] + E_pos
+        x = torch.cat([tokens.mean(1, keepdim=True), tokens], 1) + self.pos_embed   # [B, 1 + h*w, C]
+        out = self.attn(x[:, :1], x, x, need_weights=need_weights)         # the mean token queries all
+        if need_weights:
+            self.last_attention = self.attn.last_attention
+        return self.proj(out[:, 0])
+
+
+class ResNetTower(nn.Module):
+    """CLIP's ResNet image encoder: a ResNet of chapter 3 (He et al., 2016) whose global average pool is
+    replaced by :class:`AttentionPool2d` (Radford et al., 2021). (CLIP's ResNets also use a three-convolution
+    stem and anti-aliased strides; the chapter-3 ResNets keep He et al.'s stem.)"""
+
+    def __init__(self, cnn: nn.Module, grid: int, heads: int, out_dim: int):
+        super().__init__()
+        if not hasattr(cnn, "forward_features") or not hasattr(cnn, "num_features"):
+            raise TypeError(f"{type(cnn).__name__} needs forward_features(x, pool=False) and num_features")
+        self.cnn = cnn
+        self.cnn.fc = nn.Identity()          # the classifier is never used, only the feature map
+        self.attnpool = AttentionPool2d(grid, cnn.num_features, heads, out_dim)
+        self.width = out_dim
+
+    def forward(self, images: Tensor, need_weights: bool = False) -> Tensor:
+        """``[B, 3, H, W]`` -> ``[B, out_dim]``."""
+        return self.attnpool(self.cnn.forward_features(images, pool=False), need_weights=need_weights)
+
+
+# ----------------------------------------------------------------------------- the dual encoder
+class CLIP(nn.Module):
+    """Contrastive Language--Image Pre-training (Radford et al., 2021): two towers, two projections, one temperature.
+
+    ``encode_image`` and ``encode_text`` return L2-normalised embeddings; ``forward`` returns the
+    ``[B, B]`` logits exp(t) * <v_i, w_j> of the symmetric contrastive loss.
+    """
+
+    def __init__(self, visual: ViT | ResNetTower, text: TextTransformer, embed_dim: int, init_temperature: float = 0.07,
+                 max_logit_scale: float = 100.0):
+        super().__init__()
+        self.visual, self.text = visual, text
+        vision_width = visual.cls_token.shape[-1] if isinstance(visual, ViT) else visual.width
+        text_width = text.token_embed.weight.shape[1]
+        self.image_projection = nn.Linear(vision_width, embed_dim, bias=False)   # W_i
+        self.text_projection = nn.Linear(text_width, embed_dim, bias=False)      # W_t
+        # t = log(1 / tau), learned; exp(t) is clipped at 100 as in the paper
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        self.max_logit_scale = max_logit_scale
+        nn.init.normal_(self.image_projection.weight, std=vision_width ** -0.5)
+        nn.init.normal_(self.text_projection.weight, std=text_width ** -0.5)
+
+    def scale(self) -> Tensor:
+        """exp(t), the inverse temperature, clipped to at most ``max_logit_scale``."""
+        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        # v = normalise(W_i f_img(x))   (the ViT's [CLS] or the ResNet's attention pool)   [B, E]
+        x = normalize_pixels(images)
+        feats = self.visual.forward_features(x)[:, 0] if isinstance(self.visual, ViT) else self.visual(x)
+        return F.normalize(self.image_projection(feats), dim=-1)
+
+    def encode_text(self, ids: Tensor) -> Tensor:
+        # w = normalise(W_t f_txt([EOS]))                                 [B, E]
+        return F.normalize(self.text_projection(self.text(ids)), dim=-1)
+
+    def forward(self, images: Tensor, ids: Tensor) -> Tensor:
+        """Logits ``[B, B]``: row i compares image i with every caption."""
+        return self.scale() * self.encode_image(images) @ self.encode_text(ids).T
+
+
+CLIP_SETTINGS = ("embed_dim", "image_size", "vision", "patch_size", "vision_width", "vision_layers", "vision_heads",
+                 "cnn_width", "text_width", "text_layers", "text_heads", "context_length")
+
+
+def build_clip(name: str = "mini", *, vocab_size: int, eos_id: int, pad_id: int = 0, **overrides) -> CLIP:
+    """A CLIP from :data:`CLIP_CONFIGS` (paper sizes or the book's minis), any field overridable."""
+    if name not in CLIP_CONFIGS:
+        raise ValueError(f"name={name!r} is unknown; allowed: {sorted(CLIP_CONFIGS)}")
+    unknown = set(overrides) - set(CLIP_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown CLIP settings {sorted(unknown)}; allowed: {CLIP_SETTINGS}")
+    cfg = {"vision": "vit", **CLIP_CONFIGS[name], **overrides}
+    if cfg["vision"] == "vit":
+        visual = ViT(image_size=cfg["image_size"], patch_size=cfg["patch_size"], num_classes=1,
+                     dim=cfg["vision_width"], depth=cfg["vision_layers"], num_heads=cfg["vision_heads"],
+                     mlp_ratio=4.0)
+        visual.head = nn.Identity()   # CLIP's image tower has no classifier
+    elif cfg["vision"] == "resnet":
+        from ..cnn import ResNet, resnet_mini   # chapter 3
+
+        if cfg["image_size"] <= 64:    # CIFAR-style ResNet: stride 4
+            cnn, grid = resnet_mini(num_classes=1, width=cfg["cnn_width"], blocks=cfg["vision_layers"]), cfg["image_size"] // 4
+        else:                          # ImageNet-style bottleneck ResNet: stride 32
+            cnn, grid = ResNet("bottleneck", cfg["vision_layers"], num_classes=1), cfg["image_size"] // 32
+        visual = ResNetTower(cnn, grid, cfg["vision_heads"], cfg["vision_width"])
+    else:
+        raise ValueError(f"vision={cfg['vision']!r} is unknown; allowed: 'vit', 'resnet'")
+    text = TextTransformer(vocab_size, cfg["text_width"], cfg["text_layers"], cfg["text_heads"],
+                           cfg["context_length"], causal=True, pad_id=pad_id, eos_id=eos_id)
+    return CLIP(visual, text, cfg["embed_dim"])
+
+
+def clip_step(model: CLIP, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+    """One training step for :func:`vnotes.fit`: ``batch = (images, tokens, ...)`` -> ITC loss."""
+    images, ids = batch[0], batch[1]
+    loss = itc_loss(model.encode_image(images), model.encode_text(ids), model.scale())
+    return loss, {"temperature": 1.0 / model.scale().detach()}
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def embed_all(model: CLIP, images: Tensor | None = None, ids: Tensor | None = None,
+              batch_size: int = 512) -> tuple[Tensor | None, Tensor | None]:
+    """Normalised embeddings of many images and/or captions, computed in chunks."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    img = None if images is None else torch.cat(
+        [model.encode_image(images[i:i + batch_size].to(dev)) for i in range(0, len(images), batch_size)])
+    txt = None if ids is None else torch.cat(
+        [model.encode_text(ids[i:i + batch_size].to(dev)) for i in range(0, len(ids), batch_size)])
+    model.train(was)
+    return img, txt
+
+
+def recall_at_k(similarity: Tensor, relevant: Tensor, k: int) -> float:
+    """Share of queries (rows) with at least one relevant item among their ``k`` most similar (R@k)."""
+    if similarity.shape != relevant.shape:
+        raise ValueError(f"similarity {tuple(similarity.shape)} and relevant {tuple(relevant.shape)} must match")
+    if not 1 <= k <= similarity.shape[1]:
+        raise ValueError(f"k={k} must lie in 1..{similarity.shape[1]}")
+    top = similarity.topk(k, dim=1).indices                               # [Q, k]
+    return relevant.gather(1, top).any(1).float().mean().item()
+
+
+def retrieval_report(image_emb: Tensor, text_emb: Tensor, caption_id: Tensor,
+                     ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """R@k in both directions for pairs (image i, caption i); a hit is any caption that says the same thing."""
+    sim = image_emb @ text_emb.T                                          # [N, N]
+    relevant = caption_id[:, None] == caption_id[None, :]
+    out = {}
+    for k in ks:
+        out[f"i2t_r{k}"] = recall_at_k(sim, relevant, k)
+        out[f"t2i_r{k}"] = recall_at_k(sim.T, relevant.T, k)
+    return out
+
+
+# zero-shot prompts: {colour} and {shape} are filled in with the class; the first is the bare class name
+ZERO_SHOT_TEMPLATES: tuple[str, ...] = (
+    "a {colour} {shape}",
+    "a small {colour} {shape}", "a large {colour} {shape}",
+    "a photo of a small {colour} {shape}", "a photo of a large {colour} {shape}",
+    "a picture of a small {colour} {shape}", "a picture of a large {colour} {shape}",
+)
+
+
+def colour_shape_classes() -> list[tuple[str, str]]:
+    """The 36 (colour, shape) classes, in the order of label colour * 6 + shape."""
+    return [(c, s) for c in COLOUR_NAMES for s in SHAPES]
+
+
+@torch.no_grad()
+def zero_shot_weights(model: CLIP, vocab: Vocabulary, templates: Sequence[str] = ZERO_SHOT_TEMPLATES,
+                      classes: Sequence[tuple[str, str]] | None = None, max_len: int | None = None) -> Tensor:
+    """One normalised text embedding per class, averaged over ``templates`` (prompt ensembling, Radford et al., 2021)."""
+    if not templates:
+        raise ValueError("give at least one template")
+    classes = list(classes or colour_shape_classes())
+    max_len = max_len or model.text.max_len
+    per_template = []
+    for t in templates:
+        prompts = [t.format(colour=c, shape=s) for c, s in classes]
+        ids = vocab.encode_batch(prompts, max_len, bos=True, eos=True)
+        per_template.append(embed_all(model, ids=ids)[1])                 # [C, E]
+    # w_c = normalise(mean_t normalise(f(template_t(c))))
+    return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_predict(model: CLIP, images: Tensor, class_weights: Tensor) -> Tensor:
+    """Class index per image: argmax_c <v, w_c>."""
+    img, _ = embed_all(model, images=images)
+    return (img @ class_weights.to(img.device).T).argmax(1).cpu()
