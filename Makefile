@@ -14,6 +14,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv book test unit notebooks pages bench clean
 
+# The ipywidgets JavaScript for the static pages, fetched from the npm registry at build time
+# (never committed): saved widget state then renders offline, without a CDN.
+WIDGETS_JS := _static/widgets/embed-amd.js
+$(WIDGETS_JS):
+	rm -rf _static/widgets && mkdir -p _static/widgets
+	cd _static/widgets && npm pack --silent @jupyter-widgets/html-manager@1.0.15 requirejs@2.3.7 >/dev/null \
+	  && tar -xzf jupyter-widgets-html-manager-1.0.15.tgz --strip-components=2 package/dist \
+	  && tar -xzf requirejs-2.3.7.tgz --strip-components=1 package/require.js && rm -f *.tgz
+
 venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
@@ -24,7 +33,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 # Execute every chapter at `default` and write the site; any notebook error or Sphinx warning fails.
-book: $(STAMP)
+book: $(STAMP) $(WIDGETS_JS)
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/metrics/default
 	VNOTES_SCALE=default $(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "Open _build/html/index.html in a browser (or: python -m http.server -d _build/html)."

@@ -83,6 +83,11 @@ def test_page_renders_cleanly(built, page):
     seen.feed(dom)
     assert seen.tracebacks == 0, f"{page}: {seen.tracebacks} error traceback(s) on the page"
     assert seen.stderr == 0, f"{page}: {seen.stderr} stderr block(s) on the page (warnings leaked into the output)"
+    source = html_file.read_text()
+    if "application/vnd.jupyter.widget-view+json" in source:
+        # the saved widget state must come alive from the site's own JavaScript: sliders on screen
+        assert "widgets/embed-amd.js" in source, f"{page}: widget JavaScript is not served by the site"
+        assert "widget-slider" in dom or "widget-hslider" in dom, f"{page}: its interactive controls did not render"
     name = Path(page).name
     shot = SHOTS / f"{name}.png"
     _chromium(f"--screenshot={shot}", "--window-size=1280,2400", html_file.as_uri())
