@@ -41,10 +41,11 @@ book: $(STAMP) $(WIDGETS_JS)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not book" -n 2 --dist loadfile
 
-# Every notebook, top to bottom, at `smoke` (nbval: one fresh kernel per notebook).
+# Every notebook, top to bottom, at `smoke` (nbval: one fresh kernel per notebook, two at a time,
+# one thread each: two-thread kernels side by side on two cores slow each other down many times over).
 notebooks: $(STAMP)
 	rm -rf _build/metrics/smoke
-	VNOTES_SCALE=smoke $(BIN)/pytest -q --nbval-lax chapters -n 2 --dist loadfile -p no:cacheprovider
+	VNOTES_SCALE=smoke OMP_NUM_THREADS=1 $(BIN)/pytest -q --nbval-lax chapters -n 2 --dist loadfile -p no:cacheprovider
 
 # The built pages (metrics thresholds, figures, no tracebacks) -- needs `make book` first.
 pages: $(STAMP)

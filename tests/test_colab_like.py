@@ -51,7 +51,7 @@ def test_notebook_installs_vnotes_and_runs_like_in_colab(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     env.update(PATH=f"{env_dir / 'bin'}:{env['PATH']}", VNOTES_PIP_SOURCE=str(src), VNOTES_SCALE="smoke",
-               VNOTES_PROGRESS="0", VNOTES_METRICS_DIR=str(tmp_path / "metrics"), PIP_DISABLE_PIP_VERSION_CHECK="1")
+               VNOTES_PROGRESS="0", VNOTES_METRICS_DIR=str(tmp_path / "metrics"), PIP_DISABLE_PIP_VERSION_CHECK="1", OMP_NUM_THREADS="1")
     # vnotes must come from the notebook's install, not from this checkout (editable installs add a path hook)
     env["PYTHONNOUSERSITE"] = "1"
     _run([str(py), "-m", "papermill", str(work / CHAPTER.name), str(work / "out.ipynb"), "--cwd", str(work),
