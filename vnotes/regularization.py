@@ -13,14 +13,15 @@ one of three things:
   ensembles of seeds or bootstrap samples (:func:`ensemble_probs`), and test-time multi-crop
   (:func:`multi_crop_probs`).
 
-Every experiment of the chapter is a function here (:func:`train_classifier`,
-:func:`run_seeds`), so the notebook only calls, measures and shows.
+Every experiment of the chapter is a function here (:class:`Recipe`, :func:`train_recipe`,
+:func:`run_seeds`, :func:`ranking_table`), so the notebooks ``chapters/02a_regularization`` and
+``chapters/02b_regularization`` only call, measure and show.
 """
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorLoader, load_digits
-from .runtime import seed_everything
+from .runtime import pick_device, seed_everything
 from .train import EarlyStopping, History, fit
 
 
@@ -44,8 +45,8 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True,
         return torch.zeros_like(x)
     # m_i ~ Bernoulli(1 - p): 1 keeps unit i, 0 drops it
     keep = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator)
-    # y_i = m_i * x_i / (1 - p), so E[y_i] = x_i and the test-time network needs no change
-    return x * keep / (1.0 - p)
+    # y_i = x_i * m_i / (1 - p), so E[y_i] = x_i and the test-time network needs no change
+    return x * keep.div_(1.0 - p)
 
 
 class Dropout(nn.Module):
@@ -65,7 +66,7 @@ class Dropout(nn.Module):
 
 
 # =========================================================================== batch normalisation
-class _BatchNorm(nn.Module):
+class BatchNorm(nn.Module):
     """Batch normalisation over every dimension but the channel dimension 1 (Ioffe & Szegedy, 2015).
 
     Training: normalise with the batch's mean and (biased) variance, then scale by gamma and
@@ -138,13 +139,13 @@ class _BatchNorm(nn.Module):
                 f"track_running_stats={self.track_running_stats}")
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(BatchNorm):
     """Batch norm for ``[B, C]`` or ``[B, C, L]`` inputs (Ioffe & Szegedy, 2015); same interface as ``nn.BatchNorm1d``."""
 
     expected_dims = (2, 3)
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNorm):
     """Batch norm for ``[B, C, H, W]`` feature maps (Ioffe & Szegedy, 2015); same interface as ``nn.BatchNorm2d``."""
 
     expected_dims = (4,)
@@ -165,7 +166,7 @@ def l1_penalty(params: Iterable[torch.Tensor]) -> torch.Tensor:
 
 
 def l2_penalty(params: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Omega_2(w) = 1/2 sum_i w_i^2 (ridge / Tikhonov): its pull lambda*w shrinks large weights most, rarely to zero."""
+    """Omega_2(w) = 1/2 sum_i w_i^2 (ridge; weight decay, Krogh & Hertz, 1992): its pull lambda*w fades as w shrinks."""
     params = list(params)
     if not params:
         raise ValueError("l2_penalty got no parameters")
@@ -264,7 +265,7 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor
     return torch.stack(order[:n]).sort().values
 
 
-def small_digits(n_train: int | None = 200, *, size: int = 8, seed: int = 0) -> DigitSplits:
+def small_digits(n_train: int | None = 100, *, size: int = 16, seed: int = 0) -> DigitSplits:
     """scikit-learn's digits with a deliberately small, class-balanced training set of ``n_train`` images."""
     train, val, test = (load_digits(s, size=size) for s in ("train", "val", "test"))
     idx = balanced_subset(train.labels, n_train, seed) if n_train is not None else torch.arange(len(train))
@@ -272,7 +273,7 @@ def small_digits(n_train: int | None = 200, *, size: int = 8, seed: int = 0) -> 
 
 
 # =========================================================================== models
-def mlp(in_features: int = 64, hidden: int = 256, depth: int = 2, num_classes: int = 10,
+def mlp(in_features: int = 256, hidden: int = 256, depth: int = 2, num_classes: int = 10,
         dropout: float = 0.0, batchnorm: bool = False) -> nn.Sequential:
     """Flatten -> depth x [Linear -> (BatchNorm1d) -> ReLU -> (Dropout)] -> Linear: the chapter's over-parameterised MLP."""
     if depth < 1 or hidden < 1:
@@ -313,30 +314,30 @@ def small_cnn(width: int = 16, num_classes: int = 10, in_channels: int = 1, batc
 
 
 # =========================================================================== data augmentation
-def digit_augmentation(kind: str = "affine"):
-    """A ``torchvision.transforms.v2`` pipeline for digit images, by name (no flips: a mirrored 2 is no digit).
+def digit_augmentation(kind: str = "crop") -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``torchvision.transforms.v2`` augmentation for one digit image ``[C, H, W]``, by name (never flips: a mirrored 2 is no digit).
 
+    ``crop``: pad by one pixel and crop back to the original size at a random offset (shifts of up to 1 pixel);
     ``affine``: rotations up to 10 degrees, shifts up to 1/16 of the side, zoom 0.9-1.1, bilinear;
-    ``elastic``: smooth random displacement fields, the distortion Simard et al. (2003) proposed for handwriting;
-    ``both``: elastic, then affine.
+    ``elastic``: a smooth random displacement field, the distortion Simard et al. (2003) proposed for
+    handwriting (images of at least 13 pixels a side).
     """
     from torchvision.transforms import v2
 
     bilinear = v2.InterpolationMode.BILINEAR
-    presets = {
-        "affine": lambda: v2.RandomAffine(degrees=10, translate=(1 / 16, 1 / 16), scale=(0.9, 1.1), interpolation=bilinear),
-        "elastic": lambda: v2.ElasticTransform(alpha=AUG_ELASTIC_ALPHA, sigma=AUG_ELASTIC_SIGMA, interpolation=bilinear),
-        "both": lambda: v2.Compose([presets["elastic"](), presets["affine"]()]),
-        "crop": lambda: v2.RandomCrop(AUG_CROP_SIZE, padding=AUG_CROP_PAD),
-        "crop2": lambda: v2.RandomCrop(AUG_CROP_SIZE, padding=2),
-    }
-    if kind not in presets:
-        raise ValueError(f"augmentation kind={kind!r} is unknown; allowed: {sorted(presets)}")
-    return presets[kind]()
+    if kind == "crop":
+        def crop(img: torch.Tensor) -> torch.Tensor:
+            return v2.RandomCrop(list(img.shape[-2:]), padding=AUG_CROP_PAD)(img)
+        return crop
+    if kind == "affine":
+        return v2.RandomAffine(degrees=10, translate=(1 / 16, 1 / 16), scale=(0.9, 1.1), interpolation=bilinear)
+    if kind == "elastic":
+        return v2.ElasticTransform(alpha=AUG_ELASTIC_ALPHA, sigma=AUG_ELASTIC_SIGMA, interpolation=bilinear)
+    raise ValueError(f"augmentation kind={kind!r} is unknown; allowed: 'crop', 'affine', 'elastic'")
 
 
-AUG_ELASTIC_ALPHA, AUG_ELASTIC_SIGMA = 8.0, 3.0
-AUG_CROP_SIZE, AUG_CROP_PAD = 16, 1
+AUG_CROP_PAD = 1                                     # pixels
+AUG_ELASTIC_ALPHA, AUG_ELASTIC_SIGMA = 20.0, 3.0     # displacement scale and smoothing, in pixels (16x16 images)
 
 
 def augment_batch(images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -368,6 +369,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, batch_size: int = 1024
     """Softmax probabilities ``[N, K]`` of ``model`` in eval mode."""
     was = model.training
     model.eval()
+    images = images.to(next(model.parameters()).device)
     probs = torch.cat([F.softmax(model(images[i:i + batch_size]).float(), -1)
                        for i in range(0, len(images), batch_size)])
     model.train(was)
@@ -415,12 +417,12 @@ def multi_crop_probs(model: nn.Module, images: torch.Tensor, crops: str = "five"
 
 def accuracy_of(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of rows whose arg-max equals the label."""
-    return float((probs.argmax(-1) == labels).float().mean())
+    return float((probs.argmax(-1) == labels.to(probs.device)).float().mean())
 
 
 # =========================================================================== cross-validation
 def kfold_indices(labels: torch.Tensor, k: int = 5, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Stratified k-fold split: k pairs (train_idx, val_idx); each example is validated on exactly once."""
+    """Stratified k-fold split (Kohavi, 1995): k pairs (train_idx, val_idx); each example is validated on exactly once."""
     if not 2 <= k <= len(labels):
         raise ValueError(f"k={k} must lie between 2 and the {len(labels)} examples")
     g = torch.Generator().manual_seed(seed)
@@ -437,17 +439,17 @@ def kfold_indices(labels: torch.Tensor, k: int = 5, seed: int = 0) -> list[tuple
 class Recipe:
     """One way to train: the model, the optimiser and which remedies are switched on (the chapter's table, as data)."""
 
-    name: str
+    name: str = "no regularization"
     model: str = "mlp"                  # "mlp" or "cnn"
     hidden: int = 256                   # MLP width (CNN: base width)
     depth: int = 2
     dropout: float = 0.0
     batchnorm: bool = False
     l1: float = 0.0                     # lambda_1 of the L1 penalty in the loss
-    l2: float = 0.0                     # lambda_2 of the L2 penalty in the loss (coupled, through Adam)
-    weight_decay: float = 0.0           # decoupled weight decay (AdamW)
+    l2: float = 0.0                     # lambda_2 of the L2 penalty in the loss (coupled: it passes through the optimiser)
+    weight_decay: float = 0.0           # decoupled weight decay (AdamW): w <- w - lr * lambda * w, outside the gradient
     rdrop_alpha: float = 0.0            # weight of the R-Drop KL term (needs dropout > 0)
-    augment: str = ""                   # a digit_augmentation() kind ("affine", "elastic", "both"), "" for none
+    augment: str = ""                   # a digit_augmentation() kind, "" for none
     early_stopping: int = 0             # patience in epochs (0: off); restores the best val-loss weights
     optimizer: str = "adamw"            # "adamw" (Adam when weight_decay=0) or "sgd" (momentum 0.9)
     lr: float = 1e-3
@@ -457,14 +459,24 @@ class Recipe:
     def __post_init__(self):
         if self.model not in ("mlp", "cnn"):
             raise ValueError(f"model={self.model!r} is unknown; allowed: 'mlp', 'cnn'")
-        if self.rdrop_alpha > 0 and self.dropout == 0:
-            raise ValueError(f"recipe {self.name!r}: R-Drop (rdrop_alpha={self.rdrop_alpha}) needs dropout > 0")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer={self.optimizer!r} is unknown; allowed: 'adamw', 'sgd'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"recipe {self.name!r}: dropout={self.dropout} must lie in [0, 1)")
+        if self.rdrop_alpha > 0 and self.dropout == 0:
+            raise ValueError(f"recipe {self.name!r}: R-Drop (rdrop_alpha={self.rdrop_alpha}) needs dropout > 0")
         if self.l2 > 0 and self.weight_decay > 0:
             raise ValueError(f"recipe {self.name!r}: choose L2 in the loss (l2) or decoupled weight_decay, not both")
+        if self.augment:
+            digit_augmentation(self.augment)          # fails early, naming the allowed kinds
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"recipe {self.name!r}: epochs={self.epochs} and batch_size={self.batch_size} must be >= 1")
 
-    def build(self, in_features: int = 64) -> nn.Module:
+    def vary(self, name: str, **changes: Any) -> "Recipe":
+        """This recipe with some settings changed: ``BASELINE.vary("dropout", dropout=0.5)``."""
+        return replace(self, name=name, **changes)
+
+    def build(self, in_features: int = 256) -> nn.Module:
         """A fresh model for this recipe."""
         if self.model == "mlp":
             return mlp(in_features, self.hidden, self.depth, dropout=self.dropout, batchnorm=self.batchnorm)
@@ -488,6 +500,34 @@ class Recipe:
         return torch.optim.AdamW(groups, lr=self.lr)
 
 
+BASELINE = Recipe()
+"""The unregularised reference: a 256-256 ReLU MLP, Adam (lr 1e-3), batch 20, 100 epochs, no remedy."""
+
+# The remedies of the chapter, each a change to BASELINE. Strengths are common choices, not tuned on the
+# test set. Decoupled decay needs a large lambda here: with lr = 1e-3 and ~500 steps a weight shrinks by
+# (1 - lr * lambda)^500 -- 0.22 for lambda = 3, but only 0.995 for AdamW's default 0.01; lambda = 3 makes
+# AdamW shrink the mean |w| about as much as the L2 penalty lambda = 1e-3 does (measured in the chapter).
+REMEDIES: dict[str, dict[str, Any]] = {
+    "L1 penalty (Adam)": dict(l1=3e-5),
+    "L2 penalty in the loss (Adam)": dict(l2=1e-3),
+    "decoupled weight decay (AdamW)": dict(weight_decay=3.0),
+    "dropout": dict(dropout=0.5),
+    "R-Drop": dict(dropout=0.5, rdrop_alpha=1.0),
+    "batch norm": dict(batchnorm=True),
+    "augmentation: random crop": dict(augment="crop"),
+    "augmentation: affine": dict(augment="affine"),
+    "early stopping": dict(early_stopping=10),
+    "batch norm + crop + dropout": dict(batchnorm=True, augment="crop", dropout=0.3),
+}
+
+
+def remedy(name: str, base: Recipe = BASELINE) -> Recipe:
+    """The recipe of one entry of :data:`REMEDIES`, applied to ``base``."""
+    if name not in REMEDIES:
+        raise ValueError(f"remedy {name!r} is unknown; allowed: {list(REMEDIES)}")
+    return base.vary(name, **REMEDIES[name])
+
+
 @dataclass
 class RunResult:
     """One trained model and what it measured: accuracies in [0, 1] on the clean train, val and test sets."""
@@ -501,7 +541,7 @@ class RunResult:
     test_acc: float
     test_loss: float
     best_epoch: int = -1
-    extra: dict[str, float] = field(default_factory=dict)
+    n_train: int = 0
 
     @property
     def gap(self) -> float:
@@ -512,58 +552,279 @@ class RunResult:
 @torch.no_grad()
 def _acc_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     probs = predict_probs(model, x)
-    loss = F.nll_loss(probs.clamp_min(1e-12).log(), y)
+    loss = F.nll_loss(probs.clamp_min(1e-12).log(), y.to(probs.device))
     return accuracy_of(probs, y), float(loss)
 
 
+def _eval_with_train(x_tr: torch.Tensor, y_tr: torch.Tensor) -> Callable[[nn.Module, Iterable], dict[str, float]]:
+    """An ``eval_fn`` for ``fit``: validation loss/accuracy plus the same on the clean training set (logged as val_train_*)."""
+
+    def eval_fn(model: nn.Module, loader: Iterable) -> dict[str, float]:
+        x_val, y_val = loader.tensors[:2]
+        val_acc, val_loss = _acc_loss(model, x_val, y_val)
+        train_acc, train_loss = _acc_loss(model, x_tr, y_tr)
+        return {"loss": val_loss, "acc": val_acc, "train_loss": train_loss, "train_acc": train_acc}
+
+    return eval_fn
+
+
 def train_recipe(recipe: Recipe, data: DigitSplits, seed: int = 0, *, train_idx: torch.Tensor | None = None,
-                 val: tuple[torch.Tensor, torch.Tensor] | None = None, precision: str = "fp32",
-                 verbose: bool = False) -> RunResult:
-    """Train one model of ``recipe`` on ``data`` (or the rows ``train_idx`` of its training set) with ``vnotes.fit``."""
+                 val: tuple[torch.Tensor, torch.Tensor] | None = None, device: torch.device | str | None = None,
+                 precision: str = "fp32", verbose: bool = False) -> RunResult:
+    """Train one model of ``recipe`` on ``data`` (or the rows ``train_idx`` of its training set) with ``vnotes.fit``.
+
+    Every epoch logs validation loss/accuracy and, for the curves, loss/accuracy on the clean training
+    images (``history["val_train_acc"]``). Test numbers are computed once, at the end.
+    """
+    device = torch.device(device) if device is not None else pick_device()
     seed_everything(seed)
     x_tr, y_tr = data.x_train, data.y_train
     if train_idx is not None:
         x_tr, y_tr = x_tr[train_idx], y_tr[train_idx]
     x_val, y_val = val if val is not None else (data.x_val, data.y_val)
+    x_tr, y_tr, x_val, y_val = (t.to(device) for t in (x_tr, y_tr, x_val, y_val))
     model = recipe.build(in_features=x_tr[0].numel())
     train_loader = TensorLoader(x_tr, y_tr, batch_size=recipe.batch_size, shuffle=True, seed=seed)
-    val_loader = TensorLoader(x_val, y_val, batch_size=1024)
+    val_loader = TensorLoader(x_val, y_val, batch_size=len(y_val))
     stopper = EarlyStopping("val_loss", "min", patience=recipe.early_stopping) if recipe.early_stopping else None
     history = fit(model, train_loader, optimizer=recipe.make_optimizer(model), epochs=recipe.epochs,
-                  step_fn=recipe.step_fn(), val_loader=val_loader, early_stopping=stopper,
-                  device="cpu" if precision == "fp32" else None, precision=precision,
-                  progress=False, verbose=verbose, desc=f"{recipe.name} seed {seed}")
+                  step_fn=recipe.step_fn(), val_loader=val_loader, eval_fn=_eval_with_train(x_tr, y_tr),
+                  early_stopping=stopper, device=device, precision=precision, progress=False, verbose=verbose,
+                  desc=f"{recipe.name} (seed {seed})")
     train_acc, _ = _acc_loss(model, x_tr, y_tr)
     val_acc, _ = _acc_loss(model, x_val, y_val)
-    test_acc, test_loss = _acc_loss(model, data.x_test, data.y_test)
+    test_acc, test_loss = _acc_loss(model, data.x_test.to(device), data.y_test.to(device))
     return RunResult(recipe, seed, model, history, train_acc, val_acc, test_acc, test_loss,
-                     best_epoch=stopper.best_epoch if stopper else history.epochs_run - 1)
+                     best_epoch=stopper.best_epoch if stopper else history.epochs_run - 1, n_train=len(y_tr))
 
 
 def run_seeds(recipe: Recipe, data: DigitSplits, seeds: Sequence[int] = (0, 1, 2), **kw: Any) -> list[RunResult]:
-    """Train ``recipe`` once per seed (same data, different initialisation, shuffling and dropout masks)."""
+    """Train ``recipe`` once per seed (same data; new initialisation, shuffling, dropout masks and augmentations)."""
     if len(seeds) < 1:
         raise ValueError("run_seeds needs at least one seed")
     return [train_recipe(recipe, data, s, **kw) for s in seeds]
 
 
+def epochs_for_steps(n_train: int, batch_size: int, steps: int) -> int:
+    """Epochs that make about ``steps`` optimisation steps, so runs on different data sizes train equally long."""
+    return max(1, round(steps / math.ceil(n_train / batch_size)))
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std got no values")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize(runs: Sequence[RunResult], baseline: Sequence[RunResult] | None = None) -> dict[str, Any]:
+def summarize(runs: Sequence[RunResult], baseline: Sequence[RunResult] | None = None,
+              name: str | None = None) -> dict[str, Any]:
     """One table row: test accuracy and gap as mean ± std over seeds, and the change against ``baseline``."""
     acc, acc_sd = mean_std([r.test_acc for r in runs])
     gap, gap_sd = mean_std([r.gap for r in runs])
-    loss, _ = mean_std([r.test_loss for r in runs])
-    row = {"remedy": runs[0].recipe.name, "seeds": len(runs), "test acc": f"{acc:.3f} ± {acc_sd:.3f}",
-           "gap (train - test)": f"{gap:.3f} ± {gap_sd:.3f}", "test loss": round(loss, 3),
-           "_acc": acc, "_acc_sd": acc_sd, "_gap": gap, "_gap_sd": gap_sd}
+    loss, loss_sd = mean_std([r.test_loss for r in runs])
+    row: dict[str, Any] = {"remedy": name or runs[0].recipe.name, "seeds": len(runs),
+                           "test accuracy": f"{acc:.3f} ± {acc_sd:.3f}",
+                           "gap (train − test acc.)": f"{gap:.3f} ± {gap_sd:.3f}",
+                           "test loss": f"{loss:.3f} ± {loss_sd:.3f}"}
     if baseline is not None:
         base_acc, _ = mean_std([r.test_acc for r in baseline])
         base_gap, _ = mean_std([r.gap for r in baseline])
-        row["Δ acc"] = f"{acc - base_acc:+.3f}"
+        row["Δ accuracy"] = f"{acc - base_acc:+.3f}"
         row["Δ gap"] = f"{gap - base_gap:+.3f}"
     return row
+
+
+def mean_curve(runs: Sequence[RunResult], key: str) -> list[float]:
+    """The per-epoch curve ``history[key]`` averaged over runs (cut to the shortest run)."""
+    curves = [r.history[key] for r in runs]
+    n = min(len(c) for c in curves)
+    return [statistics.fmean(c[i] for c in curves) for i in range(n)]
+
+
+def weight_stats(runs: Sequence[RunResult], tol: float = 1e-3) -> dict[str, tuple[float, float]]:
+    """Share of near-zero weights and mean |w| of the penalised weights, each as (mean, std) over runs."""
+    zero = [fraction_near_zero(penalized_weights(r.model), tol) for r in runs]
+    size = [float(torch.cat([w.detach().abs().flatten() for w in penalized_weights(r.model)]).mean()) for r in runs]
+    return {"near_zero": mean_std(zero), "mean_abs": mean_std(size)}
+
+
+# =========================================================================== dropout as bagging, R-Drop's mismatch
+@torch.no_grad()
+def mc_dropout_probs(model: nn.Module, images: torch.Tensor, samples: int, seed: int = 0) -> torch.Tensor:
+    """Average the softmax of ``samples`` thinned networks (dropout kept on): the bagging view of dropout.
+
+    Srivastava et al. (2014) compare this Monte-Carlo average with the weight-scaling rule (eval mode).
+    """
+    if samples < 1:
+        raise ValueError(f"samples={samples} must be at least 1")
+    drops = [m for m in model.modules() if isinstance(m, (Dropout, nn.Dropout))]
+    if not drops:
+        raise ValueError("the model has no dropout layer, so every thinned network is the same network")
+    was = model.training
+    model.eval()
+    for m in drops:
+        m.train()                                    # only the dropout layers sample masks; batch norm stays in eval
+    torch.manual_seed(seed)
+    probs = torch.stack([F.softmax(model(images).float(), -1) for _ in range(samples)]).mean(0)   # [N, K]
+    model.train(was)
+    return probs
+
+
+@torch.no_grad()
+def dropout_mismatch(model: nn.Module, images: torch.Tensor, samples: int = 8, seed: int = 0) -> float:
+    """Mean symmetric KL between one dropout pass and the full (eval-mode) network: the mismatch R-Drop targets."""
+    was = model.training
+    model.eval()
+    full = model(images)                                                   # [N, K]
+    model.train()
+    torch.manual_seed(seed)
+    kl = statistics.fmean(float(symmetric_kl(model(images), full)) for _ in range(samples))
+    model.train(was)
+    return kl
+
+
+# =========================================================================== cross-validation, ensembles
+def cross_validate(recipe: Recipe, data: DigitSplits, k: int = 5, seed: int = 0, **kw: Any) -> list[RunResult]:
+    """k-fold cross-validation on the training set alone: fold f trains on the other k-1 folds, validates on f."""
+    runs = []
+    for fold, (tr, va) in enumerate(kfold_indices(data.y_train, k, seed)):
+        run = train_recipe(recipe, data, seed + fold, train_idx=tr, val=(data.x_train[va], data.y_train[va]), **kw)
+        runs.append(run)
+    return runs
+
+
+def ensemble_accuracy_by_size(models: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Test accuracy of the ensemble of the first m members, for m = 1 .. len(models)."""
+    probs = torch.stack([predict_probs(m, images) for m in models])                    # [M, N, K]
+    running = probs.cumsum(0) / torch.arange(1, len(models) + 1, device=probs.device)[:, None, None]
+    return [accuracy_of(p, labels.to(p.device)) for p in running]
+
+
+def subset_ensembles(models: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                     size: int) -> tuple[list[float], list[float]]:
+    """Every ensemble of ``size`` members out of ``models``: (ensemble accuracies, mean-member accuracies)."""
+    from itertools import combinations
+
+    if not 1 <= size <= len(models):
+        raise ValueError(f"size={size} must lie between 1 and the {len(models)} models")
+    probs = torch.stack([predict_probs(m, images) for m in models])                    # [M, N, K]
+    labels = labels.to(probs.device)
+    member = [accuracy_of(p, labels) for p in probs]
+    ens, mean_member = [], []
+    for subset in combinations(range(len(models)), size):
+        ens.append(accuracy_of(probs[list(subset)].mean(0), labels))
+        mean_member.append(statistics.fmean(member[i] for i in subset))
+    return ens, mean_member
+
+
+# =========================================================================== figures of the chapter
+def plot_mean_std(x: Sequence[float], runs_by_x: Sequence[Sequence[float]], *, label: str, ax=None,
+                  xlabel: str = "", ylabel: str = "", logx: bool = False, **kw: Any):
+    """Mean over seeds with a ±1 standard-deviation band, one point per ``x``."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+    stats = np.array([mean_std(v) for v in runs_by_x])                    # [len(x), 2]
+    line, = ax.plot(x, stats[:, 0], marker="o", label=label, **kw)
+    ax.fill_between(x, stats[:, 0] - stats[:, 1], stats[:, 0] + stats[:, 1], alpha=0.2, color=line.get_color())
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_weight_histograms(weights: dict[str, Sequence[torch.Tensor]], *, tol: float = 1e-3, bins: int = 80,
+                           limit: float = 0.1, axes=None):
+    """One histogram of |w| (log-scaled count) per named set of weights, with the share below ``tol`` in the title."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(weights), figsize=(3.3 * len(weights), 3), layout="constrained", sharey=True)
+    axes = np.atleast_1d(axes)
+    edges = np.linspace(-limit, limit, bins + 1)
+    for ax, (name, ws) in zip(axes, weights.items()):
+        flat = torch.cat([w.detach().float().reshape(-1).cpu() for w in ws]).numpy()
+        ax.hist(np.clip(flat, -limit, limit), bins=edges, color="tab:blue")
+        ax.set_yscale("log")
+        ax.set_title(f"{name}\n{(np.abs(flat) < tol).mean():.0%} of |w| < {tol:g}", fontsize=9)
+        ax.set_xlabel("weight value (clipped to ±%g)" % limit)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("number of weights (log scale)")
+    return axes
+
+
+def plot_grid_heatmap(values: "np.ndarray", rows: Sequence[Any], cols: Sequence[Any], *, row_label: str,
+                      col_label: str, title: str, fmt: str = "{:.3f}", ax=None, cmap: str = "viridis"):
+    """A labelled heat map of ``values[i, j]`` for row setting i and column setting j, each cell annotated."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.8), layout="constrained")
+    values = np.asarray(values, dtype=float)
+    im = ax.imshow(values, cmap=cmap, aspect="auto", origin="lower")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xlabel(col_label)
+    ax.set_ylabel(row_label)
+    ax.set_title(title, fontsize=10)
+    mid = (np.nanmax(values) + np.nanmin(values)) / 2
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=8,
+                    color="black" if values[i, j] > mid else "white")
+    ax.figure.colorbar(im, ax=ax, shrink=0.8)
+    return ax
+
+
+# =========================================================================== the ranking
+@dataclass
+class Effect:
+    """Test accuracy and generalisation gap of one remedy, one value per seed (or per ensemble subset)."""
+
+    name: str
+    test_acc: list[float]
+    gap: list[float]
+    note: str = ""
+
+    @classmethod
+    def of(cls, name: str, runs: Sequence[RunResult], note: str = "") -> "Effect":
+        """The effect measured by trained runs."""
+        return cls(name, [r.test_acc for r in runs], [r.gap for r in runs], note)
+
+
+def ensemble_effect(name: str, runs: Sequence[RunResult], data: DigitSplits, size: int, note: str = "") -> Effect:
+    """Every ensemble of ``size`` of the runs' models: test accuracy and gap (ensemble train − test accuracy)."""
+    models = [r.model for r in runs]
+    test_acc, _ = subset_ensembles(models, data.x_test, data.y_test, size)
+    train_acc, _ = subset_ensembles(models, data.x_train, data.y_train, size)
+    return Effect(name, test_acc, [tr - te for tr, te in zip(train_acc, test_acc)], note)
+
+
+def tta_effect(name: str, runs: Sequence[RunResult], data: DigitSplits, crops: str = "nine", note: str = "") -> Effect:
+    """Multi-crop prediction with each run's model: test accuracy and gap, both measured with the crops."""
+    test = [accuracy_of(multi_crop_probs(r.model, data.x_test, crops), data.y_test) for r in runs]
+    train = [accuracy_of(multi_crop_probs(r.model, data.x_train, crops), data.y_train) for r in runs]
+    return Effect(name, test, [tr - te for tr, te in zip(train, test)], note)
+
+
+def ranking_table(effects: Sequence[Effect], baseline: Effect) -> list[dict[str, Any]]:
+    """Rows sorted by mean test accuracy: mean ± std of accuracy and gap, and the change against ``baseline``."""
+    base_acc, base_gap = mean_std(baseline.test_acc)[0], mean_std(baseline.gap)[0]
+    rows = []
+    for e in sorted(effects, key=lambda e: -mean_std(e.test_acc)[0]):
+        (acc, acc_sd), (gap, gap_sd) = mean_std(e.test_acc), mean_std(e.gap)
+        rows.append({"remedy": e.name, "n": len(e.test_acc), "test accuracy": f"{acc:.3f} ± {acc_sd:.3f}",
+                     "Δ accuracy": f"{acc - base_acc:+.3f}", "gap (train − test)": f"{gap:.3f} ± {gap_sd:.3f}",
+                     "Δ gap": f"{gap - base_gap:+.3f}", "note": e.note})
+    for i, row in enumerate(rows, 1):
+        row["rank"] = i
+    return [{"rank": r.pop("rank"), **r} for r in rows]
