@@ -353,3 +353,47 @@ def test_random_shift_translates_without_changing_content():
     assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)))               # the blob moves, intact
     assert len({tuple(torch.nonzero(img[0])[0].tolist()) for img in y}) == 9  # all 9 shifts occur
     assert torch.equal(random_shift(x, 0), x)
+
+
+# --------------------------------------------------------------------------- recipes
+def test_vqvae_with_one_downsampling_keeps_a_finer_grid():
+    model = VQVAE(3, hidden=16, num_codes=8, code_dim=4, downsamples=1)
+    recon, codes, _ = model(torch.rand(2, 3, 16, 16))
+    assert recon.shape == (2, 3, 16, 16) and codes.shape == (2, 8, 8)
+    with pytest.raises(ValueError, match="downsamples"):
+        VQVAE(downsamples=3)
+
+
+def test_enlarge_is_the_map_that_makes_the_16px_digits():
+    from vnotes.data import load_digits
+    from vnotes.generative.recipes import enlarge
+
+    small, big = load_digits("val", size=8), load_digits("val", size=16)
+    assert torch.allclose(enlarge(small.images), big.images, atol=1e-6)
+
+
+def test_recipes_build_deterministically_and_sample_in_range():
+    from vnotes.generative import recipes
+
+    a, b = recipes.build("vae", "smoke"), recipes.build("vae", "smoke")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    data = {"train": type("D", (), {"images": torch.rand(40, 1, 16, 16)})()}
+    for name in ("ae", "vae", "vqvae", "gan", "ddpm"):
+        model = recipes.build(name, "smoke").eval()
+        gauss = recipes.ae_latent_gaussian(model, data) if name == "ae" else None
+        x = recipes.draw_samples(name, model, 4, "smoke", latent_gaussian=gauss)
+        assert x.shape == (4, 1, 16, 16) and 0 <= x.min() and x.max() <= 1, name
+    with pytest.raises(ValueError, match="unknown"):
+        recipes.recipe("pixelcnn", "smoke")
+    with pytest.raises(ValueError, match="latent_gaussian"):
+        recipes.draw_samples("ae", recipes.build("ae", "smoke"), 2, "smoke")
+
+
+def test_latent_gaussian_sampler_has_the_fitted_moments():
+    from vnotes.generative.recipes import _mvn_sample
+
+    codes = torch.randn(5000, 3) @ torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.5, 0.3]]) + torch.tensor([1.0, -2.0, 0.5])
+    dist = fit_latent_gaussian(codes)
+    draws = _mvn_sample(dist, 20000, torch.Generator().manual_seed(0)).double()
+    assert torch.allclose(draws.mean(0), dist.loc, atol=0.05)
+    assert torch.allclose(torch.cov(draws.T), dist.covariance_matrix, rtol=0.06, atol=0.02)   # 20,000 draws

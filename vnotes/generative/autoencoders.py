@@ -228,25 +228,30 @@ class _Residual(nn.Module):
 class VQVAE(nn.Module):
     """X -> E -> nearest codebook entry -> D -> X' (van den Oord et al., 2017).
 
-    The encoder halves the resolution twice with stride-2 4x4 convolutions, then two residual
-    blocks; the decoder mirrors it with transposed convolutions. A 16x16 image becomes a 4x4
-    grid of ``num_codes``-way discrete codes.
+    The encoder halves the resolution ``downsamples`` times (1 or 2) with stride-2 4x4 convolutions,
+    then two residual blocks; the decoder mirrors it with transposed convolutions. With two halvings
+    a 16x16 image becomes a 4x4 grid of ``num_codes``-way discrete codes.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, num_codes: int = 32, code_dim: int = 16,
-                 beta: float = 0.25, dead_after: int = 50):
+                 beta: float = 0.25, dead_after: int = 50, downsamples: int = 2):
         super().__init__()
-        self.in_channels = in_channels
+        if downsamples not in (1, 2):
+            raise ValueError(f"downsamples={downsamples} must be 1 or 2")
+        self.in_channels, self.downsamples = in_channels, downsamples
+        h = hidden
+        second_down = nn.Conv2d(h // 2, h, 4, stride=2, padding=1) if downsamples == 2 else nn.Conv2d(h // 2, h, 3, padding=1)
+        second_up = (nn.ConvTranspose2d(h, h // 2, 4, stride=2, padding=1) if downsamples == 2
+                     else nn.Conv2d(h, h // 2, 3, padding=1))
         self.encoder = nn.Sequential(
-            nn.Conv2d(in_channels, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden // 2, hidden, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1), _Residual(hidden, hidden // 2), _Residual(hidden, hidden // 2),
-            nn.ReLU(), nn.Conv2d(hidden, code_dim, 1))
+            nn.Conv2d(in_channels, h // 2, 4, stride=2, padding=1), nn.ReLU(), second_down, nn.ReLU(),
+            nn.Conv2d(h, h, 3, padding=1), _Residual(h, h // 2), _Residual(h, h // 2),
+            nn.ReLU(), nn.Conv2d(h, code_dim, 1))
         self.quantizer = VectorQuantizer(num_codes, code_dim, beta, dead_after)
         self.decoder = nn.Sequential(
-            nn.Conv2d(code_dim, hidden, 3, padding=1), _Residual(hidden, hidden // 2), _Residual(hidden, hidden // 2),
-            nn.ReLU(), nn.ConvTranspose2d(hidden, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(hidden // 2, in_channels, 4, stride=2, padding=1))
+            nn.Conv2d(code_dim, h, 3, padding=1), _Residual(h, h // 2), _Residual(h, h // 2),
+            nn.ReLU(), second_up, nn.ReLU(),
+            nn.ConvTranspose2d(h // 2, in_channels, 4, stride=2, padding=1))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """(reconstruction [B, C, H, W], codes [B, h, w], quantizer losses)."""

@@ -54,11 +54,11 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "full":    dict(latent_dim=16, hidden=(512, 256), epochs=600, batch_size=64, lr=1e-3),
     },
     "vqvae": {
-        "smoke":   dict(hidden=16, num_codes=16, code_dim=8, epochs=2, batch_size=64, lr=2e-3, dead_after=50,
+        "smoke":   dict(hidden=16, num_codes=16, code_dim=8, epochs=2, batch_size=64, lr=1e-3, dead_after=50,
                         prior_dim=32, prior_depth=1, prior_epochs=2, prior_dropout=0.1, prior_patience=5),
-        "default": dict(hidden=64, num_codes=32, code_dim=16, epochs=60, batch_size=64, lr=2e-3, dead_after=50,
+        "default": dict(hidden=64, num_codes=32, code_dim=16, epochs=60, batch_size=64, lr=1e-3, dead_after=50,
                         prior_dim=64, prior_depth=2, prior_epochs=60, prior_dropout=0.1, prior_patience=5),
-        "full":    dict(hidden=128, num_codes=64, code_dim=32, epochs=300, batch_size=64, lr=2e-3, dead_after=50,
+        "full":    dict(hidden=128, num_codes=64, code_dim=32, epochs=300, batch_size=64, lr=1e-3, dead_after=50,
                         prior_dim=128, prior_depth=4, prior_epochs=300, prior_dropout=0.2, prior_patience=20),
     },
     "gan": {
@@ -68,13 +68,13 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "ddpm": {
         "smoke":   dict(image_size=8, base_channels=8, channel_mults=(1, 2), attention_resolutions=(4,),
-                        timesteps=100, schedule="linear", cond_drop_prob=0.15, steps=20, batch_size=64,
+                        timesteps=100, schedule="cosine", cond_drop_prob=0.2, steps=20, batch_size=64,
                         lr=2e-3, ema_decay=0.9),
-        "default": dict(image_size=8, base_channels=32, channel_mults=(1, 2), attention_resolutions=(4,),
-                        timesteps=1000, schedule="linear", cond_drop_prob=0.15, steps=1200, batch_size=64,
+        "default": dict(image_size=8, base_channels=16, channel_mults=(1, 2), attention_resolutions=(4,),
+                        timesteps=1000, schedule="cosine", cond_drop_prob=0.2, steps=1600, batch_size=64,
                         lr=2e-3, ema_decay=0.995),
         "full":    dict(image_size=16, base_channels=64, channel_mults=(1, 2, 2), attention_resolutions=(8, 4),
-                        timesteps=1000, schedule="linear", cond_drop_prob=0.15, steps=30000, batch_size=128,
+                        timesteps=1000, schedule="cosine", cond_drop_prob=0.2, steps=30000, batch_size=128,
                         lr=2e-4, ema_decay=0.9999),
     },
 }
@@ -208,18 +208,16 @@ def train_vqvae(model: VQVAEWithPrior, data: dict[str, Digits], *, epochs: int, 
     return vq_history, prior_history
 
 
-def train_toy_vqvae(train_images: Tensor, val_images: Tensor, *, hidden: int, num_codes: int, code_dim: int,
-                    epochs: int, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, device=None,
-                    progress: bool | None = None) -> VQVAE:
-    """A VQ-VAE for colour images of the toy world (no prior: the toy world is shown for its codebook)."""
-    device = device or pick_device()
+def train_toy_autoencoder(train_images: Tensor, val_images: Tensor, *, latent_dim: int, hidden: tuple[int, ...],
+                          epochs: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device=None,
+                          progress: bool | None = None) -> tuple[Autoencoder, History]:
+    """The plain AE of the digits, trained the same way on colour scenes of the toy world."""
     seed_everything(seed)
-    model = VQVAE(train_images.shape[1], hidden, num_codes, code_dim)
-    model.history = fit(model, _loader(train_images, batch_size=batch_size, seed=seed, device=device),
-                        optimizer=torch.optim.Adam(model.parameters(), lr=lr), epochs=epochs,
-                        step_fn=lambda m, b: vqvae_loss(m, b[0]), device=device, precision="fp32", progress=progress,
-                        desc="toy VQ-VAE", verbose=False)
-    return model.eval()
+    model = Autoencoder(tuple(train_images.shape[1:]), latent_dim, hidden)
+    unlabelled = lambda x: Digits(images=x, labels=torch.zeros(x.shape[0], dtype=torch.long))   # only .images is read
+    history = train_autoencoder(model, {"train": unlabelled(train_images), "val": unlabelled(val_images)}, epochs=epochs,
+                                batch_size=batch_size, lr=lr, seed=seed, device=device, progress=progress)
+    return model.eval(), history
 
 
 def train_gan(model: GAN, data: dict[str, Digits], *, epochs: int, batch_size: int, lr: float, z_dim: int,
@@ -275,9 +273,10 @@ def _source_digest() -> str:
     return h.hexdigest()[:12]
 
 
-def build(name: str, scale: str) -> nn.Module:
-    """An untrained model ``name`` built from its recipe at ``scale``."""
+def build(name: str, scale: str, seed: int = 0) -> nn.Module:
+    """An untrained model ``name`` built from its recipe at ``scale``, its initial weights fixed by ``seed``."""
     cfg = recipe(name, scale)
+    seed_everything(seed)
     if name == "judge":
         return Judge(1, 10, cfg["width"])
     if name == "ae":
