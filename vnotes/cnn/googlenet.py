@@ -68,14 +68,15 @@ class Inception(nn.Module):
 class GoogLeNet(ClassifierMixin, nn.Module):
     """GoogLeNet (Szegedy et al., 2015): stem, nine Inception blocks, global average pooling, dropout, linear.
 
-    ``batch_norm=True, large_kernel=3`` builds torchvision's variant (it adds BN and, to load weights ported
-    from another framework, uses 3x3 where the paper has 5x5); the default is the paper's network.
+    ``batch_norm=True, large_kernel=3, last_pool_kernel=2`` builds torchvision's variant (it adds BN and, to load
+    weights ported from another framework, uses 3x3 where the paper has 5x5 and a 2x2 max-pool before block 5a);
+    the default is the paper's network.
     ``stem="cifar"`` replaces the ImageNet stem by one 3x3 convolution for 32x32 inputs.
     """
 
     def __init__(self, config: list = INCEPTION_CONFIG, num_classes: int = 1000, in_channels: int = 3,
                  stem: str = "imagenet", stem_channels: tuple[int, int] = (64, 192), batch_norm: bool = False,
-                 large_kernel: int = 5, dropout: float = 0.4):
+                 large_kernel: int = 5, dropout: float = 0.4, last_pool_kernel: int = 3):
         super().__init__()
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem={stem!r} must be 'imagenet' or 'cifar'")
@@ -90,9 +91,10 @@ class GoogLeNet(ClassifierMixin, nn.Module):
             self.stem = ConvAct(in_channels, c2, 3, batch_norm=batch_norm)           # [B, c2, H, W]
         blocks: list[nn.Module] = []
         channels = c2
-        for item in config:
+        last_pool = max(i for i, item in enumerate(config) if item == "M") if "M" in config else -1
+        for i, item in enumerate(config):
             if item == "M":
-                blocks.append(nn.MaxPool2d(3, 2, ceil_mode=True))
+                blocks.append(nn.MaxPool2d(last_pool_kernel if i == last_pool else 3, 2, ceil_mode=True))
                 continue
             _, widths = item
             block = Inception(channels, *widths, batch_norm=batch_norm, large_kernel=large_kernel)
@@ -116,8 +118,8 @@ def googlenet(num_classes: int = 1000, **kwargs) -> GoogLeNet:
 
 
 def googlenet_torchvision(num_classes: int = 1000) -> GoogLeNet:
-    """torchvision's GoogLeNet layout (BN after every convolution, 3x3 in the '5x5' branch), without aux heads."""
-    return GoogLeNet(num_classes=num_classes, batch_norm=True, large_kernel=3, dropout=0.2)
+    """torchvision's GoogLeNet layout (BN after every convolution, 3x3 in the '5x5' branch, 2x2 pool before 5a)."""
+    return GoogLeNet(num_classes=num_classes, batch_norm=True, large_kernel=3, dropout=0.2, last_pool_kernel=2)
 
 
 def googlenet_mini(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> GoogLeNet:

@@ -27,8 +27,8 @@ def mlpconv(in_channels: int, out_channels: int, kernel_size: int, stride: int, 
     """k x k convolution -> 1x1 -> 1x1, each with ReLU: a per-pixel MLP over channels (Lin et al., 2014, Fig. 2)."""
     hidden = hidden or out_channels
     layers: list[nn.Module] = []
-    for i, (c_in, c_out, k, s, p) in enumerate([(in_channels, hidden, kernel_size, stride, padding),
-                                                (hidden, hidden, 1, 1, 0), (hidden, out_channels, 1, 1, 0)]):
+    for c_in, c_out, k, s, p in [(in_channels, hidden, kernel_size, stride, padding),
+                                 (hidden, hidden, 1, 1, 0), (hidden, out_channels, 1, 1, 0)]:
         layers.append(nn.Conv2d(c_in, c_out, k, s, p))
         if batch_norm:
             layers.append(nn.BatchNorm2d(c_out))
@@ -44,7 +44,7 @@ class NiN(ClassifierMixin, nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
-        for i, (width, k, s, p) in enumerate(blocks[:-1]):
+        for width, k, s, p in blocks[:-1]:
             layers += [mlpconv(channels, width, k, s, p, batch_norm=batch_norm), nn.MaxPool2d(3, 2, ceil_mode=True)]
             channels = width
         if dropout > 0:

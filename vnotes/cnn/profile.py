@@ -22,10 +22,11 @@ def conv_macs(module: nn.Conv2d, output: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224), extra: dict | None = None) -> int:
+def count_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> int:
     """Multiply-adds of one forward pass on one image of ``input_size`` (convolutions and linear layers).
 
-    Functional ops that carry weights can be declared in ``extra``: ``{module_type: fn(module, inputs, output)}``.
+    Counted by forward hooks on every ``nn.Conv2d`` and ``nn.Linear`` that runs, so shared or skipped
+    layers count as often as they execute. (A deformable convolution's sampling is not counted.)
     """
     total = [0]
     handles = []
@@ -34,13 +35,11 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224), ex
         total[0] += conv_macs(m, out)
 
     def on_linear(m, inputs, out):
+        # one multiply-add per weight use: out_features * in_features per output row
         total[0] += int(out.numel() // out.shape[0] * m.in_features)
 
     for m in model.modules():
-        if extra and type(m) in extra:
-            fn = extra[type(m)]
-            handles.append(m.register_forward_hook(lambda mod, i, o, fn=fn: total.__setitem__(0, total[0] + int(fn(mod, i, o)))))
-        elif isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(on_conv))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(on_linear))
@@ -55,12 +54,29 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224), ex
     return total[0]
 
 
+def latency_clock() -> str:
+    """``"process"`` (CPU time of this process) when torch runs on one CPU thread, else ``"wall"``.
+
+    On a shared machine the wall clock also counts the time other programs hold the core; with a single
+    thread the process's CPU time is what the same computation would take on an idle core.
+    """
+    return "process" if torch.get_num_threads() == 1 else "wall"
+
+
 @torch.no_grad()
 def measure_latency(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224), batch_size: int = 1,
-                    repeats: int = 5, warmup: int = 1) -> float:
-    """Median seconds per image of ``model`` in eval mode on the CPU (after ``warmup`` untimed runs)."""
+                    repeats: int = 5, warmup: int = 1, clock: str = "auto") -> float:
+    """Seconds per image of ``model`` in eval mode on the CPU: the fastest of ``repeats`` timed runs.
+
+    ``clock``: ``"wall"`` (``time.perf_counter``), ``"process"`` (``time.process_time``) or ``"auto"``
+    (:func:`latency_clock`). The minimum is the usual estimate under background noise (it can only add time).
+    """
     if repeats < 1:
         raise ValueError(f"repeats={repeats} must be at least 1")
+    clock = latency_clock() if clock == "auto" else clock
+    if clock not in ("wall", "process"):
+        raise ValueError(f"clock={clock!r} must be 'wall', 'process' or 'auto'")
+    now = time.perf_counter if clock == "wall" else time.process_time
     was_training = model.training
     model.eval()
     x = torch.randn(batch_size, *input_size)
@@ -68,12 +84,11 @@ def measure_latency(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224
         model(x)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = now()
         model(x)
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
     model.train(was_training)
-    times.sort()
-    return times[len(times) // 2] / batch_size
+    return min(times) / batch_size
 
 
 def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224), latency: bool = True,

@@ -210,3 +210,28 @@ def resnet_mini(num_classes: int = 10, in_channels: int = 3, width: int = 16, bl
     across stages use 1x1 projections (option B) instead of zero-padding (option A).
     """
     return ResNet(block, tuple(blocks), num_classes=num_classes, in_channels=in_channels, width=width, stem="cifar")
+
+
+def conv_weights(module: nn.Module) -> int:
+    """Number of convolution weights in ``module`` (batch norm and biases left out)."""
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
+def bottleneck_comparison(width: int = 64) -> list[dict]:
+    """Convolution weights of a bottleneck block (1x1 reduce to ``width``, 3x3, 1x1 expand x4) against the
+    plain alternatives, as in He et al. (2016), Sec. 4.1 ("Deeper Bottleneck Architectures").
+
+    Rows: the bottleneck; three 3x3 layers at the same inner width (the same depth, "传统三层卷积");
+    ResNet-34's basic block at the inner width; a basic block at the bottleneck's outer width (4 x width).
+    """
+    outer = width * Bottleneck.expansion
+    blocks = {
+        "bottleneck 1x1-3x3-1x1 (%d -> %d -> %d)" % (outer, width, outer): Bottleneck(outer, width),
+        "three 3x3 layers at width %d" % width: nn.Sequential(*[conv3x3(width, width) for _ in range(3)]),
+        "basic block, two 3x3 at width %d (ResNet-34)" % width: BasicBlock(width, width),
+        "basic block, two 3x3 at width %d" % outer: BasicBlock(outer, outer),
+    }
+    counts = {name: conv_weights(block) for name, block in blocks.items()}
+    ours = next(iter(counts.values()))
+    return [{"block": name, "layers": 3 if i < 2 else 2, "input/output channels": outer if i in (0, 3) else width,
+             "conv weights": n, "bottleneck saves": 1 - ours / n} for i, (name, n) in enumerate(counts.items())]

@@ -18,8 +18,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import darknet, deformable, efficientnet, ghostnet, googlenet, hrnet, lcnet, mobilenet, nin, resnet, shufflenet, \
-    squeezenet
+from . import darknet, deformable, hrnet, lcnet, mobilenet, nin, resnet, shufflenet, squeezenet
+from .efficientnet import efficientnet_b0, efficientnet_b1, efficientnet_mini
+from .ghostnet import ghostnet as ghostnet_builder, ghostnet_mini
+from .googlenet import googlenet as googlenet_builder, googlenet_mini, googlenet_torchvision
 from .common import count_parameters
 from .profile import count_macs, measure_latency
 
@@ -37,19 +39,28 @@ class ImageNetModel:
     paper_macs: float | None = None    # multiply-adds as printed ("FLOPs" in most of these papers)
     note: str = ""
 
+    def torchvision_twin(self) -> nn.Module | None:
+        """torchvision's model of the same layout, built without weights (nothing is downloaded), or None."""
+        if self.torchvision is None:
+            return None
+        import torchvision
+
+        kwargs = {"aux_logits": False, "init_weights": False} if self.torchvision == "googlenet" else {}
+        return getattr(torchvision.models, self.torchvision)(weights=None, **kwargs)
+
 
 IMAGENET_MODELS: list[ImageNetModel] = [
     ImageNetModel("nin", "NiN", nin.nin_imagenet, 224, "lin2014nin", None, None, None,
                   "the paper gives no ImageNet count"),
-    ImageNetModel("googlenet", "GoogLeNet", googlenet.googlenet, 224, "szegedy2015going", None, 6.8e6, 1.5e9,
+    ImageNetModel("googlenet", "GoogLeNet", googlenet_builder, 224, "szegedy2015going", None, 6.8e6, 1.5e9,
                   "paper layout (5x5, no BN)"),
-    ImageNetModel("googlenet_torchvision", "GoogLeNet", googlenet.googlenet_torchvision, 224, "szegedy2015going",
+    ImageNetModel("googlenet_torchvision", "GoogLeNet", googlenet_torchvision, 224, "szegedy2015going",
                   "googlenet", None, None, "torchvision layout (BN, 3x3 for 5x5)"),
-    ImageNetModel("resnet18", "ResNet", resnet.resnet18, 224, "he2016resnet", "resnet18", 11.7e6, 1.8e9),
-    ImageNetModel("resnet34", "ResNet", resnet.resnet34, 224, "he2016resnet", "resnet34", 21.8e6, 3.6e9),
-    ImageNetModel("resnet50", "ResNet", resnet.resnet50, 224, "he2016resnet", "resnet50", 25.6e6, 3.8e9),
-    ImageNetModel("resnet101", "ResNet", resnet.resnet101, 224, "he2016resnet", "resnet101", 44.5e6, 7.6e9),
-    ImageNetModel("resnet152", "ResNet", resnet.resnet152, 224, "he2016resnet", "resnet152", 60.2e6, 11.3e9),
+    ImageNetModel("resnet18", "ResNet", resnet.resnet18, 224, "he2016", "resnet18", 11.7e6, 1.8e9),
+    ImageNetModel("resnet34", "ResNet", resnet.resnet34, 224, "he2016", "resnet34", 21.8e6, 3.6e9),
+    ImageNetModel("resnet50", "ResNet", resnet.resnet50, 224, "he2016", "resnet50", 25.6e6, 3.8e9),
+    ImageNetModel("resnet101", "ResNet", resnet.resnet101, 224, "he2016", "resnet101", 44.5e6, 7.6e9),
+    ImageNetModel("resnet152", "ResNet", resnet.resnet152, 224, "he2016", "resnet152", 60.2e6, 11.3e9),
     ImageNetModel("squeezenet1_0", "SqueezeNet", squeezenet.squeezenet1_0, 224, "iandola2016squeezenet",
                   "squeezenet1_0", 1_248_424, None),
     ImageNetModel("squeezenet1_1", "SqueezeNet", squeezenet.squeezenet1_1, 224, "iandola2016squeezenet",
@@ -70,10 +81,10 @@ IMAGENET_MODELS: list[ImageNetModel] = [
                   None, 140e6, "the paper gives complexity only"),
     ImageNetModel("shufflenet_v2_x1_0", "ShuffleNet v2", shufflenet.shufflenet_v2, 224, "ma2018shufflenetv2",
                   "shufflenet_v2_x1_0", 2.3e6, 146e6),
-    ImageNetModel("ghostnet", "GhostNet", ghostnet.ghostnet, 224, "han2020ghostnet", None, 5.2e6, 141e6),
-    ImageNetModel("efficientnet_b0", "EfficientNet", efficientnet.efficientnet_b0, 224, "tan2019efficientnet",
+    ImageNetModel("ghostnet", "GhostNet", ghostnet_builder, 224, "han2020ghostnet", None, 5.2e6, 141e6),
+    ImageNetModel("efficientnet_b0", "EfficientNet", efficientnet_b0, 224, "tan2019efficientnet",
                   "efficientnet_b0", 5.3e6, 0.39e9),
-    ImageNetModel("efficientnet_b1", "EfficientNet", efficientnet.efficientnet_b1, 240, "tan2019efficientnet",
+    ImageNetModel("efficientnet_b1", "EfficientNet", efficientnet_b1, 240, "tan2019efficientnet",
                   "efficientnet_b1", 7.8e6, 0.70e9),
     ImageNetModel("pplcnet_x1_0", "PP-LCNet", lcnet.pplcnet, 224, "cui2021pplcnet", None, 3.0e6, 161e6),
     ImageNetModel("hrnet_w18", "HRNet", hrnet.hrnet_w18, 224, "wang2020hrnet", None, 21.3e6, 3.99e9),
@@ -93,8 +104,8 @@ class Miniature:
 
 MINIATURES: list[Miniature] = [
     Miniature("nin", "NiN", nin.nin_mini, "classic"),
-    Miniature("googlenet", "GoogLeNet", googlenet.googlenet_mini, "classic"),
-    Miniature("resnet", "ResNet", resnet.resnet_mini, "classic"),
+    Miniature("googlenet", "GoogLeNet", googlenet_mini, "classic"),
+    Miniature("resnet", "ResNet", resnet.resnet_mini, "classic", kwargs={"blocks": (2, 2, 2)}),
     Miniature("squeezenet", "SqueezeNet", squeezenet.squeezenet_mini, "classic"),
     Miniature("darknet", "DarkNet", darknet.darknet_mini, "classic"),
     Miniature("cspdarknet", "CSPDarkNet", darknet.cspdarknet_mini, "classic"),
@@ -104,8 +115,8 @@ MINIATURES: list[Miniature] = [
     Miniature("mobilenet_v3", "MobileNet v3", mobilenet.mobilenet_v3_mini, "lightweight", "fp32"),
     Miniature("shufflenet_v1", "ShuffleNet v1", shufflenet.shufflenet_v1_mini, "lightweight", "fp32"),
     Miniature("shufflenet_v2", "ShuffleNet v2", shufflenet.shufflenet_v2_mini, "lightweight", "fp32"),
-    Miniature("ghostnet", "GhostNet", ghostnet.ghostnet_mini, "lightweight", "fp32"),
-    Miniature("efficientnet", "EfficientNet", efficientnet.efficientnet_mini, "lightweight", "fp32"),
+    Miniature("ghostnet", "GhostNet", ghostnet_mini, "lightweight", "fp32"),
+    Miniature("efficientnet", "EfficientNet", efficientnet_mini, "lightweight", "fp32"),
     Miniature("pplcnet", "PP-LCNet", lcnet.pplcnet_mini, "lightweight", "fp32"),
     Miniature("deformable", "Deformable", deformable.deformable_mini, "layer", "fp32"),
 ]
@@ -152,7 +163,7 @@ def pareto_front(costs: list[float], scores: list[float]) -> list[int]:
 
 
 def train_miniature(spec: Miniature, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                    test: tuple[torch.Tensor, torch.Tensor], *, epochs: int, batch_size: int = 128, lr: float = 3e-3,
+                    test: tuple[torch.Tensor, torch.Tensor], *, epochs: int, batch_size: int = 64, lr: float = 1e-2,
                     weight_decay: float = 5e-4, seed: int = 0, device: torch.device | str = "cpu",
                     precision: str | None = None, latency_repeats: int = 5, **builder_kwargs) -> dict:
     """Train one miniature with :func:`vnotes.fit` (AdamW, one-cycle schedule) and measure it on the test split.
@@ -171,8 +182,11 @@ def train_miniature(spec: Miniature, train: tuple[torch.Tensor, torch.Tensor], v
     loader = TensorLoader(*train, batch_size=batch_size, shuffle=True, seed=seed, drop_last=True)
     val_loader = TensorLoader(*val, batch_size=512)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=max(1, epochs * len(loader)),
-                                                    pct_start=0.25)
+    total_steps = epochs * len(loader)
+    if total_steps >= 8:       # warm up for a quarter of the steps, then anneal (Smith & Topin's one-cycle)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps, pct_start=0.25)
+    else:                      # a handful of steps (smoke runs): constant learning rate
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     precision = precision or spec.precision
     if torch.device(device).type != "cpu":
         precision = "auto"           # the CPU measurement does not carry over to a GPU
@@ -183,9 +197,43 @@ def train_miniature(spec: Miniature, train: tuple[torch.Tensor, torch.Tensor], v
     seconds = time.perf_counter() - t0
     dev = torch.device(device)
     test_acc = evaluate(model, TensorLoader(*test, batch_size=512), device=dev)["acc"]
-    model = model.to("cpu").eval()
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     size = tuple(train[0].shape[1:])
     return {"family": spec.family, "label": spec.label, "group": spec.group, "model": model, "history": history,
             "test_accuracy": test_acc, "params": count_parameters(model), "macs": count_macs(model, size),
             "latency_ms": 1000 * measure_latency(model, size, repeats=latency_repeats), "train_seconds": seconds,
             "precision": precision}
+
+
+# ------------------------------------------------------------------------------------------------ data
+# The chapter's toy-world task: name the shape (6 classes) of one object on a shaded background with pixel noise.
+TOY_TASK: dict = {"background": "gradient", "noise": 0.06}
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def toy_world_splits(n_train: int, n_val: int = 500, n_test: int = 1000, seed: int = 0) -> tuple[Split, Split, Split, list[str]]:
+    """Train/validation/test (images [N, 3, 32, 32], shape labels [N]) from the toy world, and the class names."""
+    from ..data import make_scenes
+
+    splits = [make_scenes(n, seed=seed, split=name, **TOY_TASK)
+              for n, name in ((n_train, "train"), (n_val, "val"), (n_test, "test"))]
+    train, val, test = [(s.images, s.labels("shape")) for s in splits]
+    return train, val, test, splits[0].class_names("shape")
+
+
+def cifar10_splits(n_val: int = 5000, seed: int = 0, download: bool = True) -> tuple[Split, Split, Split, list[str]]:
+    """CIFAR-10 (the ``full`` scale; needs the files or internet): train minus ``n_val`` held out, validation, test.
+
+    Images are normalised per channel with the training set's mean and standard deviation.
+    """
+    from ..data.real import load_real
+
+    x, y = load_real("cifar10", "train", download=download)
+    x_test, y_test = load_real("cifar10", "test", download=download)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    x, y = x[perm], y[perm]
+    mean, std = x.mean((0, 2, 3), keepdim=True), x.std((0, 2, 3), keepdim=True)
+    norm = lambda t: (t - mean) / std  # noqa: E731
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    return ((norm(x[n_val:]), y[n_val:]), (norm(x[:n_val]), y[:n_val]), (norm(x_test), y_test), names)
