@@ -519,3 +519,63 @@ def test_ablate_heads_zeroes_exactly_one_head():
     with pytest.raises(ValueError, match="head 9"):
         with ablate_heads(mine, [9]):
             pass
+
+
+def test_parse_caption_and_valid_share():
+    from vnotes.transformer import parse_caption, valid_caption_share
+    assert parse_caption("a small red circle left of a large blue square") == [("small", "red", "circle"),
+                                                                              ("large", "blue", "square")]
+    assert parse_caption("a large green square, a small yellow triangle and a small blue star")[2] == ("small", "blue", "star")
+    assert parse_caption("a small red") is None and parse_caption("red circle a") is None
+    texts = ["a small red circle", "a large red square", "a small circle"]
+    assert valid_caption_share(texts) == pytest.approx(2 / 3)
+    assert valid_caption_share(texts, allowed={("red", "circle")}) == pytest.approx(1 / 3)
+
+
+def test_caption_corpus_refuses_to_truncate():
+    from vnotes.data import Vocabulary
+    from vnotes.transformer import caption_corpus
+    vocab = Vocabulary()
+    ids, texts = caption_corpus(8, vocab, length=14, bos=True, eos=True, max_objects=2)
+    assert ids.shape == (8, 14) and (ids[:, 0] == vocab.bos).all() and len(texts) == 8
+    with pytest.raises(ValueError, match="truncates"):
+        caption_corpus(8, vocab, length=4, max_objects=2)
+
+
+def test_noisy_output_scales_with_the_signal():
+    from vnotes.transformer import noisy_output
+    layer = nn.Linear(4, 64)
+    x = torch.randn(256, 4)
+    clean = layer(x)
+    with noisy_output(layer, 0.0):
+        assert torch.equal(layer(x), clean)
+    with noisy_output(layer, 0.5, seed=1):
+        noise = layer(x) - clean
+    rms = clean.pow(2).mean().sqrt()
+    assert abs(noise.std().item() / rms.item() - 0.5) < 0.05
+    assert torch.equal(layer(x), clean)                          # the hook is gone
+
+
+def test_attention_by_offset_of_a_causal_model():
+    from vnotes.transformer import attention_by_offset
+    torch.manual_seed(0)
+    lm = CausalLM(vocab_size=10, dim=16, depth=1, num_heads=2, max_len=8)
+    by_offset = attention_by_offset(lm, torch.randint(0, 10, (4, 8)))
+    assert by_offset.shape == (2, 8) and (by_offset >= 0).all()
+    # query i spreads weight 1 over offsets 0..i: the mean weights, summed over offsets and weighted by
+    # how many queries can reach each offset, add up to the number of queries
+    counts = torch.arange(8, 0, -1).float()
+    assert torch.allclose((by_offset * counts).sum(-1), torch.full((2,), 8.0), atol=1e-4)
+
+
+def test_deformable_vit_shapes_and_initial_pattern():
+    from vnotes.transformer import DeformableViT
+    torch.manual_seed(0)
+    model = DeformableViT(image_size=16, patch_size=4, num_classes=3, dim=16, depth=2, num_heads=4, num_points=2)
+    x = torch.randn(2, 3, 16, 16)
+    assert model(x).shape == (2, 3)
+    locs, weights = model.sampling_points(x)[0]
+    assert locs.shape == (2, 16, 4, 2, 2) and torch.allclose(weights, torch.full_like(weights, 0.5))
+    # initial offsets: head 0 looks right (+x), point k at k + 1 cells
+    ref = locs[0, 5, 0, :, :] - locs[0, 5, 0, :1, :]
+    assert torch.allclose(ref[1] * 4, torch.tensor([1.0, 0.0]), atol=1e-5)

@@ -5,7 +5,8 @@
 * :mod:`.heads`     -- one head or several, measured (``04a_attention``)
 * :mod:`.language`  -- a causal language model with a KV cache, BERT's masked LM (``04b_language``)
 * :mod:`.vit`       -- the Vision Transformer, its hybrid, attention maps and rollout (``04c_vit``)
-* :mod:`.swin`, :mod:`.mixer`, :mod:`.deformable` -- Swin, MLP-Mixer, deformable attention (``04d_beyond_vit``)
+* :mod:`.swin`, :mod:`.mixer` -- Swin and MLP-Mixer (``04d_swin_mixer``)
+* :mod:`.deformable` -- deformable attention (``04e_deformable``)
 
 Mask conventions, everywhere in this package: ``attn_mask`` is boolean True = *may attend* (as in
 ``F.scaled_dot_product_attention``) or a float added to the scores; ``key_padding_mask`` is ``[B, S]``
@@ -30,7 +31,8 @@ from .vit import (VIT_CONFIGS, FeatureMapStem, PatchEmbedding, ViT, ViTConfig, a
 __all__ = ["MLP", "KVCache", "MultiHeadAttention", "TransformerBlock", "ablate_heads", "causal_mask",
            "init_transformer_weights", "scaled_dot_product_attention", "sinusoidal_position_encoding",
            "CausalLM", "MaskedLM", "caption_corpus", "mask_tokens", "masked_token_accuracy", "mlm_step",
-           "next_token_step", "parse_caption", "valid_caption_share", "sequence_labelling_accuracy", "sequence_labelling_step",
+           "next_token_step", "parse_caption", "valid_caption_share", "sequence_labelling_accuracy",
+           "sequence_labelling_step",
            "time_generation",
            "VIT_CONFIGS", "FeatureMapStem", "PatchEmbedding", "ViT", "ViTConfig", "attention_rollout",
            "attention_share_on_mask", "cls_attention_grid", "hybrid_vit_toy", "resize_position_embedding", "vit_b16",
@@ -39,6 +41,7 @@ __all__ = ["MLP", "KVCache", "MultiHeadAttention", "TransformerBlock", "ablate_h
            "offset_gather_task", "time_train_step",
            "DeformableAttention", "DeformableBlock", "DeformableViT", "bilinear_sample", "reference_points",
            "MIXER_CONFIGS", "MixerBlock", "MixerConfig", "MLPMixer", "mixer_toy", "mlp_mixer",
-           "SWIN_CONFIGS", "PatchMerging", "Swin", "SwinBlock", "SwinConfig", "WindowAttention", "relative_position_index",
-           "shifted_window_mask", "shifted_window_regions", "swin_b", "swin_s", "swin_t", "swin_toy", "window_partition",
+           "SWIN_CONFIGS", "PatchMerging", "Swin", "SwinBlock", "SwinConfig", "WindowAttention",
+           "relative_position_index", "shifted_window_mask", "shifted_window_regions", "swin_b", "swin_s", "swin_t",
+           "swin_toy", "window_partition",
            "window_reverse"]

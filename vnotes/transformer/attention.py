@@ -104,7 +104,9 @@ class KVCache:
 
 
 class MultiHeadAttention(nn.Module):
-    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V) (Vaswani et al., 2017).
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O with head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
+
+    Vaswani et al. (2017).
 
     Batch-first (``[B, L, dim]``). With ``need_weights=True`` the attention weights
     ``[B, heads, L, S]`` are computed by :func:`scaled_dot_product_attention` and kept in
@@ -133,7 +135,12 @@ class MultiHeadAttention(nn.Module):
                 key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                 is_causal: bool = False, need_weights: bool = False,
                 kv_cache: KVCache | None = None) -> Tensor:
-        """Attend from ``query`` ``[B, L, dim]`` to ``key``/``value`` ``[B, S, dim]`` (self-attention when omitted)."""
+        """Attend from ``query`` ``[B, L, dim]`` to ``key``/``value`` ``[B, S, dim]`` (self-attention when omitted).
+
+        ``kv_cache``: keys and values of earlier positions, extended in place by this call's. With
+        ``is_causal`` and L < S (decoding with a cache), the L queries are the *last* L positions:
+        query i sees keys j <= i + S - L (the mask is aligned bottom-right).
+        """
         key = query if key is None else key
         value = key if value is None else value
         if query.shape[-1] != self.dim or key.shape[-1] != self.dim or value.shape[-1] != self.dim:
@@ -164,7 +171,7 @@ class MultiHeadAttention(nn.Module):
     @staticmethod
     def _combine_masks(B: int, L: int, S: int, key_padding_mask: Tensor | None, attn_mask: Tensor | None,
                        is_causal: bool, q: Tensor) -> Tensor | None:
-        """One mask ``[B or 1, heads or 1, L, S]`` from padding, explicit and causal masks (None: plain causal or none)."""
+        """One mask ``[B or 1, heads or 1, L, S]`` from padding, explicit and causal masks (None: none or plain causal)."""
         if is_causal and attn_mask is not None:
             raise ValueError("give either is_causal=True or an explicit attn_mask, not both")
         parts: list[Tensor] = []
@@ -174,14 +181,16 @@ class MultiHeadAttention(nn.Module):
             elif attn_mask.dim() == 3:                              # [B * heads, L, S] as in nn.MultiheadAttention
                 attn_mask = attn_mask.reshape(B, -1, L, S)
             elif attn_mask.dim() != 4:
-                raise ValueError(f"attn_mask must be [L, S], [B*heads, L, S] or [B, heads, L, S]; got {tuple(attn_mask.shape)}")
+                raise ValueError("attn_mask must be [L, S], [B*heads, L, S] or [B, heads, L, S]; "
+                                 f"got {tuple(attn_mask.shape)}")
             parts.append(attn_mask)
         if is_causal and (L != S or key_padding_mask is not None):
             # with a cache the L new queries are the last L positions: query i sees keys j <= i + S - L
             parts.append(causal_mask(L, S, offset=S - L, device=q.device)[None, None])
         if key_padding_mask is not None:
             if key_padding_mask.shape != (B, S):
-                raise ValueError(f"key_padding_mask must have shape (B, S) = {(B, S)}; got {tuple(key_padding_mask.shape)}")
+                raise ValueError(f"key_padding_mask must have shape (B, S) = {(B, S)}; "
+                                 f"got {tuple(key_padding_mask.shape)}")
             if key_padding_mask.dtype == torch.bool:
                 parts.append(~key_padding_mask[:, None, None, :])  # True = padding -> False = do not attend
             else:
@@ -216,7 +225,7 @@ class MLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm Transformer block: x + MHA(LN(x)) [+ x + CrossMHA(LN(x), context)] + x + MLP(LN(x)) (Xiong et al., 2020).
+    """Pre-norm Transformer block (Xiong et al., 2020): x + MHA(LN(x)), [x + CrossMHA(LN(x), context)], x + MLP(LN(x)).
 
     ``norm_first=False`` gives the original post-norm block of Vaswani et al. (2017) and BERT:
     x = LN(x + MHA(x)), then x = LN(x + MLP(x)).
@@ -275,7 +284,7 @@ class TransformerBlock(nn.Module):
 
 # --------------------------------------------------------------------------- positions and initialisation
 def sinusoidal_position_encoding(length: int, dim: int, base: float = 10000.0) -> Tensor:
-    """Fixed positions ``[length, dim]``: PE(p, 2i) = sin(p / base^(2i/d)), PE(p, 2i+1) = cos(...) (Vaswani et al., 2017)."""
+    """Fixed positions ``[length, dim]`` (Vaswani et al., 2017): PE(p, 2i) = sin(p / base^(2i/d)), PE(p, 2i+1) = cos(.)."""
     if length < 1 or dim < 2 or dim % 2:
         raise ValueError(f"need length >= 1 and an even dim >= 2; got length={length}, dim={dim}")
     position = torch.arange(length, dtype=torch.float32)[:, None]                  # [L, 1]

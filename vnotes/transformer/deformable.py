@@ -1,4 +1,4 @@
-"""Deformable attention (Zhu et al., 2021), single scale: each query looks at a few sampled points, not at every key.
+"""Deformable attention (Zhu et al., 2021), single scale: each query looks at a few sampled points (``04e_deformable``).
 
 For query q with reference point p_q (its own position), head m and sampling point k:
 
@@ -28,7 +28,7 @@ def reference_points(H: int, W: int, device: torch.device | str | None = None) -
 
 
 def bilinear_sample(value: Tensor, locations: Tensor) -> Tensor:
-    """Read ``value`` ``[N, C, H, W]`` at ``locations`` ``[N, Q, P, 2]`` (normalised x, y in [0, 1]) -> ``[N, C, Q, P]``.
+    """Read ``value`` ``[N, C, H, W]`` at ``locations`` ``[N, Q, P, 2]`` (x, y in [0, 1]) -> ``[N, C, Q, P]``.
 
     Pixel centres sit at (i + 0.5) / size; points outside the map read zeros.
     """
@@ -72,7 +72,7 @@ class DeformableAttention(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, query: Tensor, reference: Tensor, value: Tensor, need_weights: bool = False) -> Tensor:
-        """``query`` ``[B, Q, C]``, ``reference`` ``[B or 1, Q, 2]`` (x, y in [0, 1]), ``value`` map ``[B, H, W, C]`` -> ``[B, Q, C]``."""
+        """``query`` [B, Q, C], ``reference`` [B or 1, Q, 2] (x, y in [0, 1]), ``value`` [B, H, W, C] -> [B, Q, C]."""
         B, Q, C = query.shape
         _, H, W, _ = value.shape
         M, K, d = self.num_heads, self.num_points, self.head_dim
@@ -95,7 +95,7 @@ class DeformableAttention(nn.Module):
 
 
 class DeformableBlock(nn.Module):
-    """A pre-norm encoder block whose self-attention is deformable: every token samples K points per head around itself."""
+    """A pre-norm encoder block with deformable self-attention: each token samples K points per head around itself."""
 
     def __init__(self, dim: int, num_heads: int = 4, num_points: int = 4, mlp_ratio: float = 2.0):
         super().__init__()
@@ -115,7 +115,7 @@ class DeformableBlock(nn.Module):
 
 
 class DeformableViT(nn.Module):
-    """An image classifier built from deformable-attention blocks: patches + learned positions -> blocks -> mean pool -> head."""
+    """An image classifier of deformable-attention blocks: patches, learned positions, blocks, mean pool, head."""
 
     def __init__(self, image_size: int = 32, patch_size: int = 4, in_channels: int = 3, num_classes: int = 10,
                  dim: int = 64, depth: int = 4, num_heads: int = 4, num_points: int = 4, mlp_ratio: float = 2.0):
@@ -148,6 +148,6 @@ class DeformableViT(nn.Module):
 
     @torch.no_grad()
     def sampling_points(self, x: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Per block: sampling locations ``[B, N, heads, points, 2]`` (x, y in [0, 1]) and their weights ``[B, N, heads, points]``."""
+        """Per block: sampling locations [B, N, heads, points, 2] (x, y in [0, 1]) and weights [B, N, heads, points]."""
         self.forward_features(x, need_weights=True)
         return [(b.attn.last_locations, b.attn.last_attention) for b in self.blocks]

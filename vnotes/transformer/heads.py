@@ -20,7 +20,7 @@ from .language import CausalLM, sequence_labelling_accuracy, sequence_labelling_
 
 def offset_gather_task(n: int, *, offsets: tuple[int, ...] = (1, 2, 3, 5), vocab: int = 3, length: int = 16,
                        seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Random sequences ``x`` over ``vocab`` symbols; at position i the target names the tuple (x_{i-o} for o in offsets).
+    """Random sequences ``x`` over ``vocab`` symbols; the target at i names the tuple (x_{i-o} for o in offsets).
 
     The target is sum_k x_{i-o_k} vocab^(K-1-k), a class among vocab^K; positions i < max(offsets) are -100.
     """
@@ -39,7 +39,7 @@ def offset_gather_task(n: int, *, offsets: tuple[int, ...] = (1, 2, 3, 5), vocab
 
 @contextlib.contextmanager
 def noisy_output(module: nn.Module, relative_std: float, seed: int = 0) -> Iterator[None]:
-    """Inside the ``with`` block, add Gaussian noise to ``module``'s output, ``relative_std`` times that output's RMS."""
+    """Inside the ``with`` block, add Gaussian noise of ``relative_std`` times the RMS of ``module``'s output to it."""
     if relative_std < 0:
         raise ValueError(f"relative_std={relative_std} must be non-negative")
     g = torch.Generator().manual_seed(seed)

@@ -55,7 +55,7 @@ class CausalLM(nn.Module):
 
     def forward(self, ids: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = False,
                 kv_caches: list[KVCache] | None = None) -> Tensor:
-        """Next-token logits ``[B, L, vocab]`` for ``ids`` ``[B, L]`` (with ``kv_caches``, ``ids`` are the new tokens only)."""
+        """Next-token logits ``[B, L, vocab]`` for ``ids`` ``[B, L]`` (with ``kv_caches``: the new tokens only)."""
         start = kv_caches[0].length if kv_caches is not None else 0
         x = self.embed(ids, start)
         for i, block in enumerate(self.blocks):
@@ -76,7 +76,8 @@ class CausalLM(nn.Module):
         if temperature < 0:
             raise ValueError(f"temperature={temperature} must be non-negative")
         if ids.shape[1] + max_new_tokens > self.max_len:
-            raise ValueError(f"prompt length {ids.shape[1]} + max_new_tokens={max_new_tokens} exceeds max_len={self.max_len}")
+            raise ValueError(f"prompt length {ids.shape[1]} + max_new_tokens={max_new_tokens} "
+                             f"exceeds max_len={self.max_len}")
         was_training = self.training
         self.eval()
         caches = [KVCache() for _ in self.blocks] if use_cache else None
@@ -252,7 +253,7 @@ def next_token_step(pad_id: int):
 
 
 def sequence_labelling_step(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-    """A :func:`vnotes.fit` step: per-position cross-entropy of ``model(x)`` ``[B, L, C]`` against ``y`` (-100 ignored)."""
+    """A :func:`vnotes.fit` step: per-position cross-entropy of ``model(x)`` [B, L, C] against ``y`` (-100: none)."""
     x, y = batch
     logits = model(x)
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)

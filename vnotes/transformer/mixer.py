@@ -1,4 +1,4 @@
-"""MLP-Mixer (Tolstikhin et al., 2021): no attention at all, only MLPs across patches and across channels.
+"""MLP-Mixer (Tolstikhin et al., 2021): no attention, only MLPs across patches and across channels (``04d_swin_mixer``).
 
 A Mixer layer takes the table X of S patches by C channels and applies, with skip connections,
 U = X + W_2 GELU(W_1 LN(X)^T)^T   (token mixing: one MLP shared by all channels, over the S patches)
@@ -15,7 +15,7 @@ from .vit import PatchEmbedding
 
 
 class MixerBlock(nn.Module):
-    """One Mixer layer: token-mixing MLP, then channel-mixing MLP, each pre-normed with a skip (Tolstikhin et al., 2021, Eq. 1)."""
+    """One Mixer layer (Tolstikhin et al., 2021, Eq. 1): token mixing, then channel mixing, each pre-norm with a skip."""
 
     def __init__(self, num_patches: int, dim: int, token_mlp_dim: int, channel_mlp_dim: int):
         super().__init__()
@@ -33,7 +33,7 @@ class MixerBlock(nn.Module):
 
 
 class MLPMixer(nn.Module):
-    """MLP-Mixer (Tolstikhin et al., 2021): per-patch linear embedding, Mixer layers, LayerNorm, global average pool, head."""
+    """MLP-Mixer (Tolstikhin et al., 2021): per-patch linear embedding, Mixer layers, LayerNorm, average pool, head."""
 
     def __init__(self, image_size: int = 32, patch_size: int = 4, in_channels: int = 3, num_classes: int = 10,
                  dim: int = 64, depth: int = 4, token_mlp_dim: int = 64, channel_mlp_dim: int = 128):
@@ -55,7 +55,8 @@ class MLPMixer(nn.Module):
         tokens, grid = self.patch_embed(x)
         if grid[0] * grid[1] != self.num_patches:
             # the token-mixing MLPs have one weight per patch position: the input size is fixed
-            raise ValueError(f"this Mixer was built for {self.image_size}x{self.image_size} images; got {tuple(x.shape[-2:])}")
+            raise ValueError(f"this Mixer was built for {self.image_size}x{self.image_size} images; "
+                             f"got {tuple(x.shape[-2:])}")
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens)

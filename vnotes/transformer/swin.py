@@ -1,4 +1,4 @@
-"""The Swin Transformer (Liu et al., 2021): attention inside shifted windows, in a hierarchy (``chapters/04d_beyond_vit``).
+"""The Swin Transformer (Liu et al., 2021): attention inside shifted windows, in a hierarchy (``04d_swin_mixer``).
 
 Each stage works on a grid of tokens ``[B, H, W, C]``. Its blocks alternate two kinds of
 window attention: W-MSA attends within non-overlapping M x M windows; SW-MSA first rolls the
@@ -112,7 +112,8 @@ class WindowAttention(nn.Module):
             nW = mask.shape[0]
             blocked = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
             # [B, nW, heads, N, N]: each window gets its own mask, every image the same ones
-            bias = (bias[None] + blocked[None, :, None]).expand(Bw // nW, -1, -1, -1, -1).reshape(Bw, self.num_heads, N, N)
+            bias = bias[None] + blocked[None, :, None]
+            bias = bias.expand(Bw // nW, -1, -1, -1, -1).reshape(Bw, self.num_heads, N, N)
         if need_weights:
             out, weights = scaled_dot_product_attention(q, k, v, attn_mask=bias)
             self.last_attention = weights.detach()
@@ -186,7 +187,7 @@ class PatchMerging(nn.Module):
 
 # --------------------------------------------------------------------------- the model
 class Swin(nn.Module):
-    """Swin Transformer (Liu et al., 2021): patch embedding, stages of (S)W-MSA blocks with patch merging, pooled head."""
+    """Swin Transformer (Liu et al., 2021): patch embedding, stages of (S)W-MSA blocks and patch merging, pooled head."""
 
     def __init__(self, image_size: int = 32, patch_size: int = 2, in_channels: int = 3, num_classes: int = 10,
                  embed_dim: int = 32, depths: tuple[int, ...] = (2, 2), num_heads: tuple[int, ...] = (2, 4),
@@ -206,7 +207,8 @@ class Swin(nn.Module):
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             # blocks alternate W-MSA (no shift) and SW-MSA (shift M/2)
             self.stages.append(nn.ModuleList(
-                SwinBlock(dim, heads, window_size, shift_size=0 if j % 2 == 0 else window_size // 2, mlp_ratio=mlp_ratio)
+                SwinBlock(dim, heads, window_size, shift_size=0 if j % 2 == 0 else window_size // 2,
+                          mlp_ratio=mlp_ratio)
                 for j in range(depth)))
             if i < len(depths) - 1:
                 self.merges.append(PatchMerging(dim))

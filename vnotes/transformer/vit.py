@@ -43,7 +43,7 @@ class PatchEmbedding(nn.Module):
 
 def resize_position_embedding(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
                               num_prefix: int = 1) -> Tensor:
-    """Interpolate learned 2-D patch positions ``[1, prefix + gh*gw, D]`` to a new grid (bicubic), as ViT does for fine-tuning."""
+    """Resize learned patch positions ``[1, prefix + gh*gw, D]`` to a new grid, bicubically in 2-D (as ViT does)."""
     if tuple(old_grid) == tuple(new_grid):
         return pos
     prefix, grid = pos[:, :num_prefix], pos[:, num_prefix:]
@@ -56,7 +56,7 @@ def resize_position_embedding(pos: Tensor, old_grid: tuple[int, int], new_grid: 
 
 
 class ViT(nn.Module):
-    """Vision Transformer (Dosovitskiy et al., 2020): patches + [CLS] + learned 1-D positions -> pre-norm encoder -> head.
+    """Vision Transformer (Dosovitskiy et al., 2020): patches, [CLS], learned 1-D positions, pre-norm encoder, head.
 
     ``stem``: an optional CNN mapping ``[B, in_channels, H, W]`` to a feature map ``[B, C', H', W']``
     whose 1 x 1 (or ``patch_size``) patches become the tokens -- the paper's *hybrid* model.
@@ -112,7 +112,7 @@ class ViT(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, x: Tensor) -> list[Tensor]:
-        """Run ``x`` and return every block's attention weights, each ``[B, heads, 1 + N, 1 + N]``."""
+        """Every block's attention weights for ``x``, each ``[B, heads, 1 + N, 1 + N]`` (call ``.eval()`` first)."""
         self.forward_features(x, need_weights=True)
         return [block.last_attention for block in self.blocks]
 
@@ -178,17 +178,18 @@ class FeatureMapStem(nn.Module):
 
 
 def hybrid_vit_toy(num_classes: int = 6, image_size: int = 32, dim: int = 64, depth: int = 4, num_heads: int = 4,
-                   mlp_ratio: float = 2.0, cnn_width: int = 16) -> ViT:
-    """The hybrid ViT (Dosovitskiy et al., 2020, Sec. 3.1): tokens are the 1 x 1 patches of a ResNet's feature map.
+                   mlp_ratio: float = 2.0, cnn_width: int = 16, patch_size: int = 1) -> ViT:
+    """The hybrid ViT (Dosovitskiy et al., 2020, Sec. 3.1): tokens are patches of a ResNet's feature map.
 
     The stem is the CIFAR-style ResNet of chapter 3 (:func:`vnotes.cnn.resnet_mini`, stages of
-    width w, 2w, 4w, stride 4 overall), so a 32 x 32 image gives an 8 x 8 map = 64 tokens.
+    width w, 2w, 4w, stride 4 overall), so a 32 x 32 image gives an 8 x 8 map: 64 tokens with the
+    paper's 1 x 1 patches, 16 with ``patch_size=2``.
     """
     from vnotes.cnn import resnet_mini   # chapter 3
 
     cnn = resnet_mini(num_classes=num_classes, width=cnn_width, blocks=(1, 1, 1))
     cnn.fc = nn.Identity()                   # the classifier is never used, only the feature map
-    return ViT(image_size=image_size, patch_size=1, num_classes=num_classes, dim=dim, depth=depth,
+    return ViT(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth,
                num_heads=num_heads, mlp_ratio=mlp_ratio, stem=FeatureMapStem(cnn),
                stem_channels=cnn.num_features, stem_stride=4)
 
