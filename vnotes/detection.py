@@ -18,7 +18,7 @@ toy world gives (x0, y0, x1, y1) in pixels with -1 rows where a scene has fewer 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from .cnn import resnet_mini
 from .transformer import MLP, MultiHeadAttention, sinusoidal_position_encoding
 
 __all__ = ["box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh", "box_iou", "generalized_box_iou", "hungarian_match",
            "set_loss", "LossWeights", "DETR", "DETRConfig", "DETR_CONFIGS", "detr_toy", "detr_step",
            "scene_targets", "detect", "average_precision", "mean_average_precision", "position_encoding_2d",
-           "matching_cost"]
+           "matching_cost", "draw_boxes", "detr_eval"]
 
 
 # --------------------------------------------------------------------------- boxes
@@ -104,9 +105,10 @@ def matching_cost(logits: Tensor, boxes: Tensor, tgt_labels: Tensor, tgt_boxes: 
     """
     prob = logits.float().softmax(-1)                                  # [B, Q, C+1]
     index = tgt_labels.clamp(min=0)[:, None, :].expand(-1, prob.shape[1], -1)
-    cost_class = -prob.gather(2, index)                                # [B, Q, K]: -p_q(c_k), the paper drops the log here
+    cost_class = -prob.gather(2, index)                                # [B, Q, K]: -p_q(c_k), no log (as in the paper)
     cost_l1 = torch.cdist(boxes.float(), tgt_boxes.float(), p=1)       # [B, Q, K]
-    safe_tgt = torch.where(tgt_labels[..., None] >= 0, tgt_boxes.float(), tgt_boxes.new_tensor([0.5, 0.5, 0.1, 0.1]).float())
+    placeholder = tgt_boxes.new_tensor([0.5, 0.5, 0.1, 0.1]).float()  # any valid box for the padded slots
+    safe_tgt = torch.where(tgt_labels[..., None] >= 0, tgt_boxes.float(), placeholder)
     cost_giou = -generalized_box_iou(box_cxcywh_to_xyxy(boxes.float()), box_cxcywh_to_xyxy(safe_tgt))
     return weights.cls * cost_class + weights.l1 * cost_l1 + weights.giou * cost_giou
 
@@ -174,7 +176,7 @@ def position_encoding_2d(h: int, w: int, dim: int) -> Tensor:
 
 
 class EncoderLayer(nn.Module):
-    """DETR encoder layer (post-norm): positions are added to queries and keys of every self-attention, not to values."""
+    """DETR encoder layer (post-norm): positions are added to the queries and keys of self-attention, not to values."""
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.0):
         super().__init__()
@@ -202,7 +204,8 @@ class DecoderLayer(nn.Module):
         self.ffn = MLP(dim, ffn_dim, dropout)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
-    def forward(self, tgt: Tensor, memory: Tensor, query_pos: Tensor, pos: Tensor, need_weights: bool = False) -> Tensor:
+    def forward(self, tgt: Tensor, memory: Tensor, query_pos: Tensor, pos: Tensor,
+                need_weights: bool = False) -> Tensor:
         q = tgt + query_pos                                           # [B, N, dim]
         tgt = self.norm1(tgt + self.self_attn(q, q, tgt))
         tgt = self.norm2(tgt + self.cross_attn(tgt + query_pos, memory + pos, memory, need_weights=need_weights))
@@ -243,8 +246,6 @@ class DETR(nn.Module):
     def __init__(self, num_classes: int, config: DETRConfig = DETR_CONFIGS["toy"], backbone: nn.Module | None = None,
                  dropout: float = 0.0):
         super().__init__()
-        from .cnn import resnet_mini
-
         if num_classes < 1:
             raise ValueError(f"num_classes={num_classes} must be positive")
         c = config
@@ -398,3 +399,43 @@ def mean_average_precision(pred_scores: Tensor, pred_labels: Tensor, pred_boxes:
                 hits[rank] = 1.0
         ap[c] = average_precision(s[order].numpy(), hits, n_pos)
     return {"map": float(np.mean(list(ap.values()))) if ap else 0.0, "ap": ap}
+
+
+def detr_eval(iou_threshold: float = 0.5) -> Callable:
+    """A :func:`vnotes.fit` ``eval_fn``: mAP at ``iou_threshold`` over batches (images, gt labels, gt xyxy boxes)."""
+
+    def eval_fn(model: nn.Module, loader: Iterable) -> dict[str, float]:
+        preds, gts = [], []
+        for images, gt_labels, gt_boxes in loader:
+            preds.append(detect(model, images))
+            gts.append((gt_labels.cpu(), gt_boxes.cpu()))
+        scores, labels, boxes = (torch.cat([p[i] for p in preds]) for i in range(3))
+        result = mean_average_precision(scores, labels, boxes, torch.cat([g[0] for g in gts]),
+                                        torch.cat([g[1] for g in gts]), iou_threshold,
+                                        num_classes=model.num_classes)
+        return {f"map{round(iou_threshold * 100)}": result["map"]}
+
+    return eval_fn
+
+
+# --------------------------------------------------------------------------- drawing
+def draw_boxes(ax, image: Tensor, boxes: Tensor, labels: Sequence[str], *, colors: Sequence | None = None,
+               linestyle: str = "-", title: str | None = None) -> None:
+    """Draw ``image`` ``[3, H, W]`` on ``ax`` with xyxy pixel ``boxes`` ``[n, 4]`` and a text label above each."""
+    import matplotlib.patches as patches
+
+    if len(labels) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest",
+              extent=(0, image.shape[-1], image.shape[-2], 0))
+    for i, (box, text) in enumerate(zip(boxes.tolist(), labels)):
+        color = colors[i % len(colors)] if colors is not None else "white"
+        x0, y0, x1, y1 = box
+        ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, lw=1.2,
+                                       linestyle=linestyle))
+        ax.text(x0, y0 - 0.5, text, color=color, fontsize=6, va="bottom")
+    ax.set_xlim(0, image.shape[-1])
+    ax.set_ylim(image.shape[-2], 0)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=7)

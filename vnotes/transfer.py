@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 __all__ = ["TRANSFER_MODES", "TransferNet", "layer_groups", "layerwise_param_groups", "transfer_optimizer",
            "soft_targets", "distillation_loss", "distillation_step", "multi_teacher_targets",
-           "uniform_teacher_weights", "curriculum_teacher_weights", "multi_teacher_step", "TinyConvNet",
-           "teacher_logits", "TEACHER_WEIGHTINGS", "snapshot"]
+           "uniform_teacher_weights", "curriculum_teacher_weights", "correctness_teacher_weights",
+           "multi_teacher_step", "TinyConvNet", "teacher_logits", "TEACHER_WEIGHTINGS", "snapshot"]
 
 # which layer groups of the backbone learn, per transfer mode ("head" is always new and always learns)
 TRANSFER_MODES: dict[str, str] = {
@@ -36,7 +36,7 @@ TRANSFER_MODES: dict[str, str] = {
 
 # --------------------------------------------------------------------------- transfer
 def layer_groups(backbone: nn.Module) -> list[tuple[str, list[nn.Module]]]:
-    """A :class:`vnotes.cnn.ResNet`'s layers from input to output: ``[("stem", [conv1, bn1]), ("layer1", [...]), ...]``."""
+    """A :class:`vnotes.cnn.ResNet`'s layers, input to output: ``[("stem", [conv1, bn1]), ("layer1", [...]), ...]``."""
     if not hasattr(backbone, "stages") or not hasattr(backbone, "conv1"):
         raise TypeError(f"layer_groups expects a vnotes.cnn ResNet, got {type(backbone).__name__}")
     groups = [("stem", [backbone.conv1, backbone.bn1])]
@@ -148,7 +148,8 @@ def distillation_loss(student_logits: Tensor, teacher_probs: Tensor, labels: Ten
 
     ``teacher_probs`` are already-softened targets ``[B, C]`` (from :func:`soft_targets` or a mixture of teachers).
     The T^2 factor keeps the soft term's gradients, which scale as 1/T^2, comparable as T changes.
-    With ``labels=None`` (or ``alpha=1``) only the soft term is used.
+    With ``labels=None`` (or ``alpha=1``) only the soft term is used; labels of -1 mark unlabelled examples of
+    the transfer set, which get the soft term only (the hard term averages over the labelled ones).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} must lie in [0, 1]")
@@ -161,31 +162,50 @@ def distillation_loss(student_logits: Tensor, teacher_probs: Tensor, labels: Ten
     soft = temperature ** 2 * kl
     if labels is None or alpha == 1.0:
         return soft
-    hard = F.cross_entropy(student_logits.float(), labels)
+    labelled = labels >= 0
+    if not labelled.any():
+        return alpha * soft
+    hard = F.cross_entropy(student_logits.float()[labelled], labels[labelled])
     return alpha * soft + (1 - alpha) * hard
 
 
 @torch.no_grad()
-def teacher_logits(teachers: Sequence[nn.Module], x: Tensor) -> Tensor:
-    """Logits of every teacher on ``x`` (teachers put in eval mode): ``[K, B, C]``."""
+def teacher_logits(teachers: Sequence[nn.Module], x: Tensor, batch_size: int = 512) -> Tensor:
+    """Logits of every teacher on ``x`` (teachers in eval mode, ``batch_size`` images at a time): ``[K, B, C]``."""
     outs = []
     for t in teachers:
         was = t.training
         t.eval()
-        outs.append(t(x).float())
+        outs.append(torch.cat([t(x[i:i + batch_size]).float() for i in range(0, x.shape[0], batch_size)]))
         t.train(was)
     return torch.stack(outs)
 
 
-def distillation_step(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9) -> Callable:
-    """A :func:`vnotes.fit` step: the student learns from ``teacher``'s soft targets and the labels."""
+def _cached_or_computed(teachers: Sequence[nn.Module] | None, batch: tuple[Tensor, ...]) -> Tensor:
+    """Teacher logits ``[K, B, C]``: from ``batch[2]`` (``[B, K, C]``, cached once for fixed data) or computed now."""
+    if len(batch) > 2:
+        z = batch[2]
+        return (z[:, None] if z.ndim == 2 else z).transpose(0, 1).float()
+    if not teachers:
+        raise ValueError("give teachers, or batches (x, y, teacher_logits) with the teachers' logits cached")
+    return teacher_logits(teachers, batch[0])
 
-    def step(student: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+
+def distillation_step(teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.9) -> Callable:
+    """A :func:`vnotes.fit` step: the student learns from ``teacher``'s soft targets and the labels.
+
+    Batches are ``(x, y)`` (the teacher runs on ``x``) or ``(x, y, teacher_logits)`` when the teacher's
+    outputs were cached once with :func:`teacher_logits` -- the same numbers, computed once, because the
+    training images never change (no augmentation).
+    """
+    teachers = [teacher] if teacher is not None else None
+
+    def step(student: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
         x, y = batch[0], batch[1]
-        q = soft_targets(teacher_logits([teacher], x)[0], temperature)
+        q = soft_targets(_cached_or_computed(teachers, batch)[0], temperature)   # [B, C]
         logits = student(x)
         loss = distillation_loss(logits, q, y, temperature, alpha)
-        return loss, {"hard_ce": F.cross_entropy(logits.detach().float(), y)}
+        return loss, {"soft_agreement": (logits.detach().argmax(-1) == q.argmax(-1)).float().mean()}
 
     return step
 
@@ -212,45 +232,69 @@ def uniform_teacher_weights(student_logits: Tensor, teacher_logits_: Tensor, lab
 
 
 def curriculum_teacher_weights(student_logits: Tensor, teacher_logits_: Tensor, labels: Tensor,
-                               sharpness: float = 5.0) -> Tensor:
+                               sharpness: float = 5.0, select_correct: bool = True) -> Tensor:
     """Per-sample teacher weights that follow the student's competence (a rule-based stand-in for the
     reinforcement-learned selection policy of Yuan et al., 2021).
 
     With s = p_student(y | x) the student's current confidence in the true class (0: weak, 1: strong),
     teacher k scores  d_k = (1 - s) KL(p_k || p_student) + s CE(p_k, y):  a weak student is sent to the
     teacher whose predictions are closest to its own, a strong one to the teacher that is most correct.
-    w_k = softmax_k(-sharpness * d_k).
+    w_k = softmax_k(-sharpness * d_k). With ``select_correct`` a teacher whose top class is wrong on the
+    example is not selected for it (the paper's policy selects teachers per example); where every teacher
+    is wrong, all keep their weights.
     """
     if sharpness <= 0:
         raise ValueError(f"sharpness={sharpness} must be positive")
+    if (labels < 0).any():
+        raise ValueError("curriculum_teacher_weights needs a label for every example (it judges teachers by them)")
     log_ps = F.log_softmax(student_logits.detach().float(), -1)        # [B, C]
     log_pt = F.log_softmax(teacher_logits_.float(), -1)                 # [K, B, C]
     s = log_ps.gather(1, labels[:, None]).exp()[:, 0]                   # [B] student competence on this example
     kl = (log_pt.exp() * (log_pt - log_ps[None])).sum(-1)               # [K, B] KL(p_k || p_student)
     ce = -log_pt.gather(2, labels[None, :, None].expand(log_pt.shape[0], -1, 1))[..., 0]   # [K, B]
     d = (1 - s)[None] * kl + s[None] * ce                               # [K, B]
+    if select_correct:
+        right = log_pt.argmax(-1) == labels[None]                       # [K, B]
+        right = right | ~right.any(0, keepdim=True)                      # nobody right: keep everyone
+        d = d.masked_fill(~right, float("inf"))
     return torch.softmax(-sharpness * d, 0).T                           # [B, K]
 
 
+def correctness_teacher_weights(student_logits: Tensor, teacher_logits_: Tensor, labels: Tensor,
+                                sharpness: float = 5.0) -> Tensor:
+    """w_k = softmax_k(-sharpness * CE(p_k, y)): always trust the teacher that is most right on the example.
+
+    The strong end of :func:`curriculum_teacher_weights` (s = 1) from the first step, without the curriculum;
+    close to confidence-aware multi-teacher distillation (Zhang et al., 2022).
+    """
+    if sharpness <= 0:
+        raise ValueError(f"sharpness={sharpness} must be positive")
+    if (labels < 0).any():
+        raise ValueError("correctness_teacher_weights needs a label for every example")
+    log_pt = F.log_softmax(teacher_logits_.float(), -1)                 # [K, B, C]
+    ce = -log_pt.gather(2, labels[None, :, None].expand(log_pt.shape[0], -1, 1))[..., 0]   # [K, B]
+    return torch.softmax(-sharpness * ce, 0).T                          # [B, K]
+
+
 TEACHER_WEIGHTINGS: dict[str, Callable] = {"uniform": uniform_teacher_weights,
-                                           "curriculum": curriculum_teacher_weights}
+                                           "curriculum": curriculum_teacher_weights,
+                                           "correctness": correctness_teacher_weights}
 
 
-def multi_teacher_step(teachers: Sequence[nn.Module], weighting: str = "curriculum", temperature: float = 4.0,
-                       alpha: float = 0.9) -> Callable:
-    """A :func:`vnotes.fit` step distilling from several teachers mixed by ``weighting`` (see :data:`TEACHER_WEIGHTINGS`).
+def multi_teacher_step(teachers: Sequence[nn.Module] | None = None, weighting: str = "curriculum",
+                       temperature: float = 4.0, alpha: float = 0.9) -> Callable:
+    """A :func:`vnotes.fit` step distilling from several teachers, mixed by ``weighting`` (:data:`TEACHER_WEIGHTINGS`).
 
-    Logs the mean weight each teacher received (``w0``, ``w1``, ...), so the curriculum can be plotted.
+    Batches are ``(x, y)`` or ``(x, y, teacher_logits [B, K, C])`` with the logits cached. Logs the mean weight
+    each teacher received (``w0``, ``w1``, ...), so the curriculum can be plotted.
     """
     if weighting not in TEACHER_WEIGHTINGS:
         raise ValueError(f"weighting={weighting!r} is unknown; allowed: {tuple(TEACHER_WEIGHTINGS)}")
-    if not teachers:
-        raise ValueError("multi_teacher_step needs at least one teacher")
     rule = TEACHER_WEIGHTINGS[weighting]
 
-    def step(student: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(student: nn.Module, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
         x, y = batch[0], batch[1]
-        z_t = teacher_logits(teachers, x)                               # [K, B, C]
+        z_t = _cached_or_computed(teachers, batch)                      # [K, B, C]
         logits = student(x)
         w = rule(logits, z_t, y)                                        # [B, K]
         q = multi_teacher_targets(z_t, w, temperature)

@@ -86,7 +86,7 @@ def frame_differences(video: Tensor) -> Tensor:
 
 
 def lucas_kanade_flow(video: Tensor, window: int = 5, eps: float = 1e-3) -> Tensor:
-    """Dense optical flow between consecutive frames by Lucas & Kanade (1981): ``[B, T, C, H, W]`` -> ``[B, T-1, 2, H, W]``.
+    """Dense optical flow of consecutive frames (Lucas & Kanade, 1981): ``[B, T, C, H, W]`` -> ``[B, T-1, 2, H, W]``.
 
     Brightness constancy linearised, I_x u + I_y v + I_t = 0, is solved in the least-squares sense over a
     ``window`` x ``window`` neighbourhood of every pixel:
@@ -226,6 +226,21 @@ class _TimePad(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.pad, self.pad), mode="replicate")
 
 
+class _TimeSpacePool(nn.Module):
+    """Max-pool ``[B, C, T, H, W]`` by (``time``, 2, 2), padding a time axis it does not divide with the last frame."""
+
+    def __init__(self, time: int):
+        super().__init__()
+        self.time = time
+        self.pool = nn.MaxPool3d((time, 2, 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        extra = -x.shape[2] % self.time
+        if extra:
+            x = F.pad(x, (0, 0, 0, 0, 0, extra), mode="replicate")
+        return self.pool(x)
+
+
 class I3D(nn.Module):
     """Inflated 3-D ConvNet (Carreira & Zisserman, 2017) built from a :class:`FrameNet`'s layout.
 
@@ -234,8 +249,9 @@ class I3D(nn.Module):
     unpooled in the first stages so that early layers see motion at full frame rate. With
     :meth:`from_2d` the 3-D weights start from the 2-D ones (inflation); otherwise they start random.
 
-    Time is padded by repeating border frames (not zeros), so that on a boring video the network
-    reproduces the 2-D network *exactly*, borders included.
+    Time is padded by repeating border frames (not zeros), and a time axis too short or odd for a pooling
+    step is padded the same way, so that on a boring video the network reproduces the 2-D network
+    *exactly*, borders included.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64),
@@ -270,7 +286,7 @@ class I3D(nn.Module):
                 layers.append(nn.ReLU(inplace=True))
             elif isinstance(m, nn.MaxPool2d):
                 tp = time_pools[stage]
-                layers.append(nn.MaxPool3d((tp, 2, 2)))
+                layers.append(_TimeSpacePool(tp))
                 stage += 1
             else:  # pragma: no cover - FrameNet has only these layers
                 raise TypeError(f"cannot inflate {type(m).__name__}")
