@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import SHAPES, Vocabulary
-from ..transformer import MultiHeadAttention, TransformerBlock, ViT, init_transformer_weights
+from ..transformer import ViT
 from .data import COLOUR_NAMES, normalize_pixels
+from .metrics import retrieval_report
 from .objectives import itc_loss
+from .towers import ResNetTower, TextTransformer
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -41,105 +43,6 @@ CLIP_CONFIGS: dict[str, dict] = {
     "small": dict(embed_dim=128, image_size=32, patch_size=4, vision_width=128, vision_layers=4,
                   vision_heads=4, text_width=128, text_layers=3, text_heads=4, context_length=10),
 }
-
-
-# ----------------------------------------------------------------------------- text tower
-class TextTransformer(nn.Module):
-    """A Transformer text encoder: token + learned position embeddings, pre-norm blocks, a final LayerNorm.
-
-    ``causal=True`` is CLIP's text tower (Radford et al., 2021): masked self-attention, and the
-    caption is summarised by the activation at its [EOS] token. ``causal=False`` is a BERT-style
-    encoder (Devlin et al., 2019), summarised by its first token ([BOS] plays [CLS]).
-    """
-
-    def __init__(self, vocab_size: int, dim: int = 64, depth: int = 2, num_heads: int = 4, max_len: int = 10,
-                 mlp_ratio: float = 4.0, causal: bool = True, pad_id: int = 0, eos_id: int | None = None,
-                 dropout: float = 0.0):
-        super().__init__()
-        if causal and eos_id is None:
-            raise ValueError("a causal text tower pools at [EOS]: give eos_id")
-        self.causal, self.pad_id, self.eos_id, self.max_len = causal, pad_id, eos_id, max_len
-        self.token_embed = nn.Embedding(vocab_size, dim)
-        self.pos_embed = nn.Parameter(torch.zeros(1, max_len, dim))
-        self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, mlp_ratio, dropout) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
-        self.apply(init_transformer_weights)
-        nn.init.normal_(self.token_embed.weight, std=0.02)
-        nn.init.normal_(self.pos_embed, std=0.01)
-
-    def embed(self, ids: Tensor) -> Tensor:
-        """Token plus position embeddings ``[B, L, dim]``."""
-        if ids.shape[1] > self.max_len:
-            raise ValueError(f"{ids.shape[1]} tokens exceed max_len={self.max_len}")
-        return self.token_embed(ids) + self.pos_embed[:, : ids.shape[1]]
-
-    def forward_tokens(self, ids: Tensor, need_weights: bool = False) -> Tensor:
-        """Every token's features after the final LayerNorm, ``[B, L, dim]``."""
-        x = self.embed(ids)
-        # a causal tower never looks past [EOS], so padding needs no mask there
-        pad = None if self.causal else ids == self.pad_id
-        for block in self.blocks:
-            x = block(x, key_padding_mask=pad, is_causal=self.causal, need_weights=need_weights)
-        return self.norm(x)
-
-    def pool(self, ids: Tensor, tokens: Tensor) -> Tensor:
-        """The caption's summary ``[B, dim]``: features at [EOS] (causal) or at the first token."""
-        if not self.causal:
-            return tokens[:, 0]
-        has_eos = (ids == self.eos_id).any(1)
-        if not has_eos.all():
-            raise ValueError("every caption needs an [EOS] token for CLIP's pooling; encode with eos=True")
-        eos_at = (ids == self.eos_id).int().argmax(1)                      # [B]
-        return tokens[torch.arange(ids.shape[0], device=ids.device), eos_at]
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.pool(ids, self.forward_tokens(ids))
-
-
-# ----------------------------------------------------------------------------- ResNet image tower
-class AttentionPool2d(nn.Module):
-    """CLIP's attention pooling (Radford et al., 2021, Sec. 2.4): one multi-head attention layer whose single
-    query is the mean of the feature map, attending over [mean; every position] with learned positions.
-
-    It replaces the global average pool of a ResNet; its weights (``.last_attention``) show where
-    the image tower looked.
-    """
-
-    def __init__(self, grid: int, channels: int, num_heads: int, out_dim: int):
-        super().__init__()
-        self.pos_embed = nn.Parameter(torch.randn(1, grid * grid + 1, channels) / channels ** 0.5)
-        self.attn = MultiHeadAttention(channels, num_heads)
-        self.proj = nn.Linear(channels, out_dim)
-        self.last_attention: Tensor | None = None                          # [B, heads, 1, 1 + h*w]
-
-    def forward(self, fmap: Tensor, need_weights: bool = False) -> Tensor:
-        """``[B, C, h, w]`` -> ``[B, out_dim]``."""
-        tokens = fmap.flatten(2).transpose(1, 2)                            # [B, h*w, C]
-        # x = [mean_p x_p; x_1 .. x_hw] + E_pos
-        x = torch.cat([tokens.mean(1, keepdim=True), tokens], 1) + self.pos_embed   # [B, 1 + h*w, C]
-        out = self.attn(x[:, :1], x, x, need_weights=need_weights)         # the mean token queries all
-        if need_weights:
-            self.last_attention = self.attn.last_attention
-        return self.proj(out[:, 0])
-
-
-class ResNetTower(nn.Module):
-    """CLIP's ResNet image encoder: a ResNet of chapter 3 (He et al., 2016) whose global average pool is
-    replaced by :class:`AttentionPool2d` (Radford et al., 2021). (CLIP's ResNets also use a three-convolution
-    stem and anti-aliased strides; the chapter-3 ResNets keep He et al.'s stem.)"""
-
-    def __init__(self, cnn: nn.Module, grid: int, heads: int, out_dim: int):
-        super().__init__()
-        if not hasattr(cnn, "forward_features") or not hasattr(cnn, "num_features"):
-            raise TypeError(f"{type(cnn).__name__} needs forward_features(x, pool=False) and num_features")
-        self.cnn = cnn
-        self.cnn.fc = nn.Identity()          # the classifier is never used, only the feature map
-        self.attnpool = AttentionPool2d(grid, cnn.num_features, heads, out_dim)
-        self.width = out_dim
-
-    def forward(self, images: Tensor, need_weights: bool = False) -> Tensor:
-        """``[B, 3, H, W]`` -> ``[B, out_dim]``."""
-        return self.attnpool(self.cnn.forward_features(images, pool=False), need_weights=need_weights)
 
 
 # ----------------------------------------------------------------------------- the dual encoder
@@ -238,31 +141,18 @@ def embed_all(model: CLIP, images: Tensor | None = None, ids: Tensor | None = No
     return img, txt
 
 
-def recall_at_k(similarity: Tensor, relevant: Tensor, k: int) -> float:
-    """Share of queries (rows) with at least one relevant item among their ``k`` most similar (R@k)."""
-    if similarity.shape != relevant.shape:
-        raise ValueError(f"similarity {tuple(similarity.shape)} and relevant {tuple(relevant.shape)} must match")
-    if not 1 <= k <= similarity.shape[1]:
-        raise ValueError(f"k={k} must lie in 1..{similarity.shape[1]}")
-    top = similarity.topk(k, dim=1).indices                               # [Q, k]
-    return relevant.gather(1, top).any(1).float().mean().item()
+def clip_retrieval_eval(model: CLIP, loader) -> dict[str, float]:
+    """An ``eval_fn`` for :func:`vnotes.fit`: R@1 both ways over a loader of (images, tokens, caption_id)."""
+    images, ids, caption_id = (torch.cat(parts) for parts in zip(*loader))
+    img, txt = embed_all(model, images, ids)
+    report = retrieval_report(img @ txt.T, caption_id.to(img.device), ks=(1,))
+    return {"i2t_r1": report["i2t_r1"], "t2i_r1": report["t2i_r1"]}
 
 
-def retrieval_report(image_emb: Tensor, text_emb: Tensor, caption_id: Tensor,
-                     ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """R@k in both directions for pairs (image i, caption i); a hit is any caption that says the same thing."""
-    sim = image_emb @ text_emb.T                                          # [N, N]
-    relevant = caption_id[:, None] == caption_id[None, :]
-    out = {}
-    for k in ks:
-        out[f"i2t_r{k}"] = recall_at_k(sim, relevant, k)
-        out[f"t2i_r{k}"] = recall_at_k(sim.T, relevant.T, k)
-    return out
-
-
-# zero-shot prompts: {colour} and {shape} are filled in with the class; the first is the bare class name
+# zero-shot prompts: {colour} and {shape} are filled in with the class. The bare class name is a phrasing
+# no caption ever had; the prompts below it are written the way captions are (with a size word).
+BARE_TEMPLATE = "a {colour} {shape}"
 ZERO_SHOT_TEMPLATES: tuple[str, ...] = (
-    "a {colour} {shape}",
     "a small {colour} {shape}", "a large {colour} {shape}",
     "a photo of a small {colour} {shape}", "a photo of a large {colour} {shape}",
     "a picture of a small {colour} {shape}", "a picture of a large {colour} {shape}",

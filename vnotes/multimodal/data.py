@@ -34,8 +34,8 @@ HELDOUT_COMBOS: tuple[tuple[str, str], ...] = (
 # how a caption may be phrased in training ("{}" is the world's caption, e.g. "a small red circle")
 CAPTION_TEMPLATES: tuple[str, ...] = ("{}", "a picture of {}", "a photo of {}")
 
-# extra words beyond the world's own: caption phrasings and question words
-EXTRA_WORDS: tuple[str, ...] = ("picture", "photo", "object", "one", "there")
+# extra words beyond the world's own: caption phrasings, question and instruction words
+EXTRA_WORDS: tuple[str, ...] = ("picture", "photo", "object", "describe")
 
 SUBSETS: tuple[str, ...] = ("seen", "heldout", "all")
 
@@ -82,7 +82,8 @@ class ImageTextPairs:
     ``tokens`` are what a model trains on (possibly corrupted); ``clean_tokens`` are the true
     captions; ``noisy[i]`` says whether pair ``i`` was corrupted. ``caption_id`` numbers the distinct
     clean captions' content (colour, shape, size), so two pairs with equal ``caption_id`` describe
-    the same thing.
+    the same thing; ``text_id`` numbers what the (possibly corrupted) caption *says* the same way,
+    so it equals ``caption_id`` exactly where the caption is right.
     """
 
     images: torch.Tensor
@@ -94,6 +95,7 @@ class ImageTextPairs:
     shape: torch.Tensor
     size: torch.Tensor
     noisy: torch.Tensor
+    text_id: torch.Tensor
     vocab: Vocabulary = field(repr=False)
     scenes: Scenes = field(repr=False)
 
@@ -118,7 +120,7 @@ class ImageTextPairs:
         return ImageTextPairs(self.images[idx], self.tokens[idx], self.clean_tokens[idx],
                               [self.captions[i] for i in pick], [self.clean_captions[i] for i in pick],
                               self.colour[idx], self.shape[idx], self.size[idx], self.noisy[idx],
-                              self.vocab, self.scenes.subset(idx))
+                              self.text_id[idx], self.vocab, self.scenes.subset(idx))
 
 
 def corrupt_captions(colour: torch.Tensor, shape: torch.Tensor, size: torch.Tensor, noise: float,
@@ -183,8 +185,9 @@ def make_pairs(n: int, *, seed: int = 0, split: str = "train", subset: str = "se
                              f"{max(len(vocab.split(t)) for t in texts) + 2}")
         return toks
 
+    text_id = (c * len(SHAPES) + s) * len(SIZES) + z
     return ImageTextPairs(scenes.images, encode(used), encode(clean), used, clean,
-                          colour.clone(), shape.clone(), size.clone(), noisy, vocab, scenes)
+                          colour.clone(), shape.clone(), size.clone(), noisy, text_id, vocab, scenes)
 
 
 # ----------------------------------------------------------------------------- questions
@@ -257,3 +260,51 @@ def make_qa(n: int, *, seed: int = 0, split: str = "train", subset: str = "all",
     return QuestionAnswers(scenes.images, vocab.encode_batch(qs, max_len),
                            torch.tensor([vocab.stoi[a] for a in ans]), torch.tensor(kinds),
                            qs, ans, list(scenes.captions), vocab)
+
+
+# ----------------------------------------------------------------------------- matching test sets
+NEGATIVE_KINDS: tuple[str, ...] = ("random", "hard")
+
+
+def mismatched_captions(pairs: ImageTextPairs, kind: str = "random", seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """A wrong caption for every image: ``random`` (any other seen description) or ``hard`` (one attribute changed).
+
+    Hard negatives change exactly one of colour, shape or size and stay among the combinations
+    of the pairs' world, so a model must check every word against the image.
+    """
+    if kind not in NEGATIVE_KINDS:
+        raise ValueError(f"kind={kind!r} is unknown; allowed: {NEGATIVE_KINDS}")
+    rng = np.random.default_rng([seed, 13])
+    allowed = set(map(tuple, pairs.scenes.config.allowed_combos()))
+    texts = []
+    for c, s, z in zip(pairs.colour.tolist(), pairs.shape.tolist(), pairs.size.tolist()):
+        while True:
+            if kind == "random":
+                cc, ss, zz = int(rng.integers(len(COLOUR_NAMES))), int(rng.integers(len(SHAPES))), int(rng.integers(len(SIZES)))
+            else:
+                cc, ss, zz = c, s, z
+                which = rng.integers(3)
+                if which == 0:
+                    cc = int(rng.integers(len(COLOUR_NAMES)))
+                elif which == 1:
+                    ss = int(rng.integers(len(SHAPES)))
+                else:
+                    zz = 1 - z
+            if (cc, ss, zz) != (c, s, z) and (cc, ss) in allowed:
+                break
+        texts.append(describe(cc, ss, zz))
+    L = pairs.clean_tokens.shape[1]
+    bos_eos = bool((pairs.clean_tokens[:, 0] == pairs.vocab.bos).all())
+    return pairs.vocab.encode_batch(texts, L, bos=bos_eos, eos=bos_eos), texts
+
+
+def matching_test(pairs: ImageTextPairs, kind: str = "random", seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A balanced image--text matching test: every image once with its true caption, once with a wrong one.
+
+    Returns (image index ``[2N]``, caption ids ``[2N, L]``, label ``[2N]``: 1 = the caption fits).
+    """
+    neg, _ = mismatched_captions(pairs, kind, seed)
+    n = len(pairs)
+    index = torch.cat([torch.arange(n), torch.arange(n)])
+    return index, torch.cat([pairs.clean_tokens, neg]), torch.cat([torch.ones(n), torch.zeros(n)]).long()

@@ -53,12 +53,13 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
     std = train_features.std(0, keepdim=True).clamp_min(1e-6)
     xtr, xte = (train_features - mean) / std, (test_features - mean) / std
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    torch.manual_seed(seed)
-    probe = nn.Linear(xtr.shape[1], num_classes)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    loader = TensorLoader(xtr, train_labels, batch_size=batch_size, shuffle=True, seed=seed)
-    fit(probe, loader, optimizer=optimizer, epochs=epochs, device="cpu", precision="fp32", progress=False,
-        verbose=False)
+    with torch.random.fork_rng(devices=[]):     # leave the caller's random stream untouched
+        torch.manual_seed(seed)
+        probe = nn.Linear(xtr.shape[1], num_classes)
+        optimizer = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+        loader = TensorLoader(xtr, train_labels, batch_size=batch_size, shuffle=True, seed=seed)
+        fit(probe, loader, optimizer=optimizer, epochs=epochs, device="cpu", precision="fp32", progress=False,
+            verbose=False)
     with torch.no_grad():
         return (probe(xte).argmax(1) == test_labels).float().mean().item()
 
@@ -119,3 +120,33 @@ def evaluate_features(train_features: Tensor, train_labels: Tensor, test_feature
             "knn_accuracy": knn_accuracy(train_features, train_labels, test_features, test_labels, k=k),
             "effective_rank": effective_rank(test_features),
             "normalized_std": normalized_std(test_features)}
+
+
+@torch.no_grad()
+def cls_attention(vit: nn.Module, images: Tensor, block: int = -1) -> Tensor:
+    """How much the [CLS] token attends to each patch in one block of a ViT: ``[B, heads, gh, gw]`` (DINO's Fig. 1).
+
+    The weights over the patches are renormalised to sum to 1 (the [CLS] token's attention to itself is dropped).
+    """
+    was_training = vit.training
+    vit.eval()
+    device = next(vit.parameters()).device
+    weights = vit.attention_maps(images.to(device))[block].float().cpu()       # [B, heads, 1 + N, 1 + N]
+    vit.train(was_training)
+    to_patches = weights[:, :, 0, 1:]                                           # [B, heads, N]
+    to_patches = to_patches / to_patches.sum(-1, keepdim=True)
+    gh, gw = vit.grid
+    return to_patches.reshape(*to_patches.shape[:2], gh, gw)
+
+
+def attention_on_object(attention: Tensor, masks: Tensor) -> tuple[float, float]:
+    """Share of [CLS] attention that falls on the object's pixels, and the share a uniform attention would give.
+
+    ``attention``: ``[B, heads, gh, gw]`` (rows sum to 1); ``masks``: ``[B, H, W]`` object pixels.
+    A patch counts with the fraction of its pixels that belong to the object.
+    """
+    B, heads, gh, gw = attention.shape
+    cover = F.adaptive_avg_pool2d(masks.float()[:, None], (gh, gw))[:, 0]      # [B, gh, gw], object share per patch
+    on_object = (attention * cover[:, None]).sum((-2, -1))                      # [B, heads]
+    uniform = cover.mean((-2, -1))                                              # [B]
+    return on_object.mean().item(), uniform.mean().item()

@@ -10,13 +10,12 @@ Changes from the papers' settings (:data:`vnotes.ssl.methods.PAPER_SETTINGS`), a
 * hue jitter 0.5 (a full turn) instead of 0.1: the toy world's colours are six hues, so a small hue
   shift leaves colour as a shortcut that solves instance discrimination without looking at shape
   (SimCLR's own finding, Sec. 3: without colour distortion the network matches colour histograms);
-* crops cover 30-100% of the image instead of 8-100%: the objects are small, and an 8% crop of a
-  32-pixel image often misses them;
+* crops cover 30-100% of the image instead of 8-100%: at 32 pixels a smaller crop is a few pixels of object;
 * views are 24 px for the ResNets (the encoder pools globally, so it runs at any size): the
-  CPU book trains for ~200 steps, and a smaller view buys more of them;
+  CPU book trains for a few hundred steps, and a smaller view buys more of them;
 * momenta 0.99 instead of 0.996-0.999: with a few hundred steps, a 0.999 key encoder would
   still be 80% its random initialisation at the end;
-* AdamW instead of LARS/SGD with huge batches: batches are 128 images here.
+* AdamW with warm-up and cosine decay instead of LARS/SGD with huge batches: batches are 64-128 images here.
 """
 from __future__ import annotations
 
@@ -50,33 +49,51 @@ class SSLData:
     test_images: Tensor       # [n_test, 3, 32, 32]
     test_labels: Tensor
     class_names: list[str]
+    test_masks: Tensor        # [n_test, 32, 32] bool, pixels covered by the object (for attention maps)
+
+
+# The toy world each encoder family pre-trains on. The ResNets get the book's default scenes (one
+# object, small or large). The ViTs get large objects only, as in chapter 4: a ViT trained from
+# scratch learns far more slowly than a CNN, and with a few hundred steps on small objects neither
+# DINO nor MAE (nor supervised training) moves it measurably away from its random features.
+WORLDS: dict[str, WorldConfig] = {"resnet": WorldConfig(), "vit": WorldConfig(sizes=("large",))}
 
 
 def load_ssl_data(n_pretrain: int = 8192, n_probe: int = 1000, n_test: int = 1000, seed: int = 0,
-                  config: WorldConfig | None = None) -> SSLData:
-    """Toy-world scenes of one object; the probe set is a labelled slice of the training split, the test set its own split."""
+                  config: WorldConfig | str = "resnet") -> SSLData:
+    """Toy-world scenes of one object; the probe set is a labelled slice of the training split, the test set its own split.
+
+    ``config`` is a :class:`~vnotes.data.WorldConfig` or the name of an encoder family in :data:`WORLDS`.
+    """
     if n_probe > n_pretrain:
         raise ValueError(f"n_probe={n_probe} cannot exceed n_pretrain={n_pretrain} (the probe set is a slice of it)")
-    config = config or WorldConfig()
+    if isinstance(config, str):
+        if config not in WORLDS:
+            raise ValueError(f"config={config!r} is unknown; give a WorldConfig or one of {sorted(WORLDS)}")
+        config = WORLDS[config]
     train = make_scenes(n_pretrain, seed=seed, split="train", config=config)
     test = make_scenes(n_test, seed=seed, split="test", config=config)
     labels = train.labels(TASK)
     return SSLData(train.images, labels, train.images[:n_probe], labels[:n_probe], test.images,
-                   test.labels(TASK), train.class_names(TASK))
+                   test.labels(TASK), train.class_names(TASK), test.object_masks())
 
 
 # --------------------------------------------------------------------------- settings per scale
 def chapter_settings(scale: str) -> dict[str, Any]:
-    """Sizes and budgets for ``smoke`` (seconds), ``default`` (the CPU book) and ``full`` (a GPU)."""
+    """Sizes and budgets for ``smoke`` (seconds), ``default`` (the CPU book) and ``full`` (a GPU).
+
+    The ViT follows chapter 4: 8x8 patches (16 tokens) on the CPU, 4x4 patches (64 tokens) and a
+    wider, deeper model on a GPU.
+    """
     scale = resolve_scale(scale)
     return by_scale(
         scale,
-        smoke=dict(n_pretrain=256, n_probe=128, n_test=128, batch_size=64, epochs=1, vit_epochs=1, width=8,
-                   queue_sizes=(64, 128), view_size=24, probe_epochs=5),
-        default=dict(n_pretrain=8192, n_probe=1000, n_test=1000, batch_size=128, epochs=3, vit_epochs=3, width=16,
-                     queue_sizes=(128, 1024, 4096), view_size=24, probe_epochs=60),
-        full=dict(n_pretrain=50_000, n_probe=5000, n_test=5000, batch_size=256, epochs=100, vit_epochs=100,
-                  width=32, queue_sizes=(256, 1024, 4096, 16384), view_size=32, probe_epochs=100),
+        smoke=dict(n_pretrain=256, n_probe=128, n_test=128, width=8, queue_sizes=(64, 128), view_size=24,
+                   probe_epochs=5, vit=dict(patch_size=8, dim=32, depth=2, num_heads=2)),
+        default=dict(n_pretrain=8192, n_probe=1000, n_test=1000, width=16, queue_sizes=(128, 1024, 4096), view_size=24,
+                     probe_epochs=60, vit=dict(patch_size=8, dim=64, depth=4, num_heads=4)),
+        full=dict(n_pretrain=50_000, n_probe=5000, n_test=5000, width=32, queue_sizes=(256, 1024, 4096, 16384),
+                  view_size=32, probe_epochs=100, vit=dict(patch_size=4, dim=192, depth=6, num_heads=6)),
     )
 
 
@@ -101,8 +118,247 @@ def resnet_encoder(width: int = 16) -> nn.Module:
     return resnet_mini(num_classes=len(SHAPES), width=width)
 
 
-def vit_encoder(dim: int = 64, depth: int = 4, num_heads: int = 4, patch_size: int = 4) -> nn.Module:
-    """The chapter's transformer encoder: chapter 4's ViT on 32x32 images, 4x4 patches (64 tokens)."""
+def vit_encoder(dim: int = 64, depth: int = 4, num_heads: int = 4, patch_size: int = 8) -> nn.Module:
+    """The chapter's transformer encoder: chapter 4's ViT on 32x32 images (8x8 patches: 16 tokens)."""
     from ..transformer import ViT
 
     return ViT(image_size=32, patch_size=patch_size, num_classes=len(SHAPES), dim=dim, depth=depth, num_heads=num_heads)
+
+
+# --------------------------------------------------------------------------- methods, as data
+# One row per method: the encoder it trains and the settings the book uses (see the module docstring
+# for where they differ from the papers). ``epochs`` are per scale, in passes over the unlabelled set.
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "simclr": dict(encoder="resnet", batch_size=128, lr=3e-3, temperature=0.2,
+                   epochs=dict(smoke=1, default=3, full=100)),
+    "simclr_hard": dict(encoder="resnet", batch_size=128, lr=3e-3, temperature=0.2, beta=1.0, tau_plus=1 / 6,
+                        epochs=dict(smoke=1, default=3, full=100)),
+    "moco": dict(encoder="resnet", batch_size=128, lr=3e-3, temperature=0.2, momentum=0.99, queue_size=4096,
+                 mlp=True, shuffle_groups=2, epochs=dict(smoke=1, default=4, full=100)),
+    "byol": dict(encoder="resnet", batch_size=64, lr=3e-3, base_momentum=0.99,
+                 epochs=dict(smoke=1, default=5, full=100)),
+    "swav": dict(encoder="resnet", batch_size=64, lr=3e-3, temperature=0.1, epsilon=0.05, prototypes=32,
+                 n_local=2, epochs=dict(smoke=1, default=4, full=100)),
+    "dino": dict(encoder="vit", batch_size=64, lr=1e-3, out_dim=256, teacher_temp=0.04, student_temp=0.1,
+                 base_momentum=0.99, n_local=2, clip_grad_norm=3.0, head_batch_norm=True,
+                 epochs=dict(smoke=1, default=6, full=100)),
+    "mae": dict(encoder="vit", batch_size=128, lr=1.5e-3, mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
+                norm_pix_loss=True, epochs=dict(smoke=1, default=10, full=400)),
+    "mae_pixels": dict(encoder="vit", batch_size=128, lr=1.5e-3, mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
+                       norm_pix_loss=False, epochs=dict(smoke=1, default=3, full=100)),
+    "supervised": dict(encoder="resnet", batch_size=128, lr=3e-3, epochs=dict(smoke=1, default=2, full=50)),
+    "supervised_vit": dict(encoder="vit", batch_size=128, lr=1e-3, epochs=dict(smoke=1, default=4, full=100)),
+}
+
+
+def make_encoder(kind: str, scale: str) -> nn.Module:
+    """The encoder a method trains, sized for ``scale``: ``resnet`` or ``vit``."""
+    settings = chapter_settings(scale)
+    if kind == "resnet":
+        return resnet_encoder(settings["width"])
+    if kind == "vit":
+        return vit_encoder(**settings["vit"])
+    raise ValueError(f"encoder kind={kind!r} is unknown; allowed: 'resnet', 'vit'")
+
+
+def build_method(name: str, scale: str, total_steps: int, **overrides) -> nn.Module:
+    """The method ``name`` of :data:`METHOD_SETTINGS` around a fresh encoder, with ``overrides`` applied."""
+    if name not in METHOD_SETTINGS or name.startswith("supervised"):
+        allowed = [m for m in METHOD_SETTINGS if not m.startswith("supervised")]
+        raise ValueError(f"method={name!r} is unknown; allowed: {allowed}")
+    cfg = {**METHOD_SETTINGS[name], **overrides}
+    encoder = make_encoder(cfg["encoder"], scale)
+    view = chapter_settings(scale)["view_size"]
+    if name in ("simclr", "simclr_hard"):
+        return SimCLR(encoder, temperature=cfg["temperature"], augment=book_augment(view),
+                      hard_negative_beta=cfg.get("beta", 0.0), tau_plus=cfg.get("tau_plus", 0.0))
+    if name == "moco":
+        return MoCo(encoder, queue_size=cfg["queue_size"], momentum=cfg["momentum"], temperature=cfg["temperature"],
+                    augment=book_augment(view), mlp=cfg["mlp"], shuffle_groups=cfg["shuffle_groups"])
+    if name == "byol":
+        return BYOL(encoder, base_momentum=cfg["base_momentum"], total_steps=total_steps, augment=book_augment(view),
+                    augment2=book_augment(view, solarize_p=0.2), predictor=cfg.get("predictor", True))
+    if name == "swav":
+        return SwAV(encoder, num_prototypes=cfg["prototypes"], temperature=cfg["temperature"], epsilon=cfg["epsilon"],
+                    multi_crop=book_multi_crop(view, 16, cfg["n_local"]),
+                    freeze_prototypes_steps=cfg.get("freeze_prototypes_steps", 0))
+    if name == "dino":
+        return DINO(encoder, out_dim=cfg["out_dim"], student_temp=cfg["student_temp"], teacher_temp=cfg["teacher_temp"],
+                    warmup_teacher_temp=cfg["teacher_temp"], base_momentum=cfg["base_momentum"],
+                    total_steps=total_steps, multi_crop=book_multi_crop(32, 16, cfg["n_local"]),
+                    head_batch_norm=cfg["head_batch_norm"])
+    from .mae import MAE
+
+    return MAE(encoder, decoder_dim=cfg["decoder_dim"], decoder_depth=cfg["decoder_depth"],
+               mask_ratio=cfg["mask_ratio"], norm_pix_loss=cfg["norm_pix_loss"])
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.1):
+    """Linear warm-up over the first steps, then cosine decay to 0 -- the schedule of SimCLR, MoCo v2, BYOL, SwAV, DINO and MAE."""
+    warmup = max(1, int(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _precision(kind: str) -> str:
+    # measured here: bf16 autocast doubles a small CNN's speed but slows small attention models down
+    return "auto" if kind == "resnet" else "fp32"
+
+
+def pretrain(name: str, data: SSLData, scale: str, seed: int = 0, desc: str | None = None,
+             **overrides) -> tuple[nn.Module, History]:
+    """Build method ``name`` and train it on the unlabelled images with :func:`vnotes.fit`; return it and its history."""
+    cfg = {**METHOD_SETTINGS.get(name, {}), **overrides}
+    scale = resolve_scale(scale)
+    seed_everything(seed)
+    batch = min(cfg.get("batch_size", 128), data.images.shape[0])
+    loader = TensorLoader(data.images, batch_size=batch, shuffle=True, drop_last=True, seed=seed)
+    epochs = cfg["epochs"][scale] if isinstance(cfg.get("epochs"), dict) else int(cfg["epochs"])
+    model = build_method(name, scale, total_steps=epochs * len(loader), **overrides)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"], weight_decay=1e-4)
+    history = fit(model, loader, optimizer=optimizer, epochs=epochs, step_fn=ssl_step,
+                  scheduler=warmup_cosine(optimizer, epochs * len(loader)),
+                  precision=_precision(cfg["encoder"]), clip_grad_norm=cfg.get("clip_grad_norm"), desc=desc or name)
+    return model, history
+
+
+def train_supervised(data: SSLData, scale: str, kind: str = "resnet", seed: int = 0) -> tuple[nn.Module, History]:
+    """The upper baseline: the same encoder trained with the labels (cross-entropy), on crop + flip views."""
+    name = "supervised" if kind == "resnet" else "supervised_vit"
+    cfg = METHOD_SETTINGS[name]
+    scale = resolve_scale(scale)
+    seed_everything(seed)
+    encoder = make_encoder(kind, scale)
+    size = chapter_settings(scale)["view_size"] if kind == "resnet" else 32
+    views = book_augment(size, scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0)
+    loader = TensorLoader(data.images, data.labels, batch_size=min(cfg["batch_size"], data.images.shape[0]),
+                          shuffle=True, drop_last=True, seed=seed)
+    step = lambda model, batch: torch.nn.functional.cross_entropy(model(views(batch[0])), batch[1])
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg["lr"], weight_decay=1e-4)
+    epochs = cfg["epochs"][scale]
+    history = fit(encoder, loader, optimizer=optimizer, epochs=epochs, step_fn=step,
+                  scheduler=warmup_cosine(optimizer, epochs * len(loader)),
+                  precision=_precision(kind), desc=f"supervised {kind}")
+    return encoder, history
+
+
+def evaluate_encoder(encoder: nn.Module, data: SSLData, scale: str = "default") -> dict[str, float]:
+    """The chapter's protocol on a frozen encoder: linear probe, k-NN (k=20), effective rank, normalised std."""
+    train = extract_features(encoder, data.probe_images)
+    test = extract_features(encoder, data.test_images)
+    from .evaluation import effective_rank, knn_accuracy, linear_probe, normalized_std
+
+    probe_epochs = chapter_settings(scale)["probe_epochs"]
+    k = min(20, train.shape[0])
+    return {"linear_probe_accuracy": linear_probe(train, data.probe_labels, test, data.test_labels, epochs=probe_epochs),
+            "knn_accuracy": knn_accuracy(train, data.probe_labels, test, data.test_labels, k=k),
+            "effective_rank": effective_rank(test), "normalized_std": normalized_std(test)}
+
+
+# --------------------------------------------------------------------------- the chapter's ranking
+# Which notebook trains which method, with the encoder family whose random weights are its baseline.
+CHAPTER_METHODS: dict[str, tuple[str, str, str]] = {
+    "simclr": ("05a_contrastive", "SimCLR", "resnet"),
+    "simclr_hard": ("05a_contrastive", "SimCLR + hard negatives", "resnet"),
+    "moco": ("05b_moco", "MoCo", "resnet"),
+    "byol": ("05c_byol", "BYOL", "resnet"),
+    "swav": ("05d_swav", "SwAV", "resnet"),
+    "dino": ("05e_dino", "DINO", "vit"),
+    "mae": ("05f_mae", "MAE", "vit"),
+    "supervised": ("05a_contrastive", "supervised (labels)", "resnet"),
+    "supervised_vit": ("05f_mae", "supervised ViT (labels)", "vit"),
+}
+RANDOM_BASELINES: dict[str, tuple[str, str]] = {"resnet": ("05a_contrastive", "random_init"),
+                                                 "vit": ("05f_mae", "vit_random_init")}
+
+
+def chapter_ranking(scale: str, current: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """One row per method with its recorded linear-probe and k-NN accuracy at ``scale``, best first.
+
+    Reads the metric files the chapter's notebooks wrote (``_build/metrics/<scale>/05*.json``);
+    ``current`` adds or overrides numbers measured in the running notebook. Methods whose notebook
+    has not run at this scale are left out.
+    """
+    import json
+
+    from ..record import metrics_dir
+
+    scale = resolve_scale(scale)
+    recorded: dict[str, dict[str, float]] = {}
+    for path in sorted((metrics_dir() / scale).glob("05*.json")):
+        recorded[path.stem] = json.loads(path.read_text())["metrics"]
+    for notebook, metrics in (current or {}).items():
+        recorded.setdefault(notebook, {}).update(metrics)
+
+    def lookup(notebook: str, prefix: str) -> tuple[float, float] | None:
+        m = recorded.get(notebook, {})
+        if f"{prefix}_linear_probe_accuracy" not in m:
+            return None
+        return m[f"{prefix}_linear_probe_accuracy"], m.get(f"{prefix}_knn_accuracy", float("nan"))
+
+    rows = []
+    for key, (notebook, label, family) in CHAPTER_METHODS.items():
+        found = lookup(notebook, key)
+        # the gain is over the random encoder that the same notebook measured (same data, same seed)
+        prefix = RANDOM_BASELINES[family][1]
+        base = lookup(notebook, prefix) or lookup(*RANDOM_BASELINES[family])
+        if found is None:
+            continue
+        row = {"method": label, "encoder": "ResNet" if family == "resnet" else "ViT",
+               "linear probe": found[0], "k-NN": found[1]}
+        if base is not None:
+            row["probe gain over random"] = found[0] - base[0]
+            row["k-NN gain over random"] = found[1] - base[1]
+        rows.append(row)
+    for family, (notebook, prefix) in RANDOM_BASELINES.items():
+        base = lookup(notebook, prefix)
+        if base is not None:
+            rows.append({"method": "random init", "encoder": "ResNet" if family == "resnet" else "ViT",
+                         "linear probe": base[0], "k-NN": base[1]})
+    return sorted(rows, key=lambda r: -r["linear probe"])
+
+
+def _book_settings(name: str, scale: str = "default") -> dict[str, str]:
+    """The book's values under the keys of :data:`PAPER_SETTINGS`, read from :data:`METHOD_SETTINGS`."""
+    c = METHOD_SETTINGS[name]
+    view = chapter_settings(scale)["view_size"]
+    jitter = book_augment(view)
+    common = {"batch_size": str(c["batch_size"]), "optimizer": f"AdamW, lr {c['lr']:g}",
+              "crop_scale": f"{jitter.scale} at {view} px",
+              "colour_jitter": f"({jitter.brightness}, {jitter.contrast}, {jitter.saturation}, {jitter.hue})"}
+    if name == "simclr":
+        return {**common, "temperature": str(c["temperature"]), "projection": "2-layer MLP (BN), hidden 64, out 64"}
+    if name == "moco":
+        return {**common, "temperature": f"{c['temperature']} (MoCo v2)", "momentum": str(c["momentum"]),
+                "queue_size": str(c["queue_size"]), "projection": "MLP, hidden 64, out 64 (MoCo v2)" if c["mlp"] else "linear, out 64",
+                "shuffle_bn": f"{c['shuffle_groups']} groups on one device"}
+    if name == "byol":
+        return {**common, "base_momentum": str(c["base_momentum"]), "projection": "MLP, hidden 128, out 64",
+                "predictor": "MLP, hidden 128, out 64", "solarize_p": "(0.0, 0.2)"}
+    if name == "swav":
+        return {**common, "temperature": str(c["temperature"]), "epsilon": str(c["epsilon"]), "sinkhorn_iterations": "3",
+                "prototypes": str(c["prototypes"]), "multi_crop": f"2x{view} + {c['n_local']}x16",
+                "freeze_prototypes": "no"}
+    if name == "dino":
+        return {**common, "student_temp": str(c["student_temp"]), "teacher_temp": f"{c['teacher_temp']} (no warm-up)",
+                "center_momentum": "0.9", "teacher_momentum": f"{c['base_momentum']} -> 1 (cosine)",
+                "out_dim": str(c["out_dim"]), "head": "3-layer MLP 128 + BatchNorm, bottleneck 64",
+                "multi_crop": f"2x32 (40-100%) + {c['n_local']}x16 (10-40%)", "clip_grad": str(c["clip_grad_norm"])}
+    if name == "mae":
+        return {**common, "mask_ratio": str(c["mask_ratio"]), "decoder": f"{c['decoder_depth']} blocks, width {c['decoder_dim']}",
+                "norm_pix_loss": str(c["norm_pix_loss"]), "epochs": str(c["epochs"][resolve_scale(scale)])}
+    raise ValueError(f"method={name!r} has no settings table; allowed: simclr, moco, byol, swav, dino, mae")
+
+
+def settings_rows(name: str, scale: str = "default") -> list[dict[str, str]]:
+    """Rows ``setting | paper | book`` comparing :data:`PAPER_SETTINGS` with the book's run of method ``name``."""
+    from .methods import PAPER_SETTINGS
+
+    book = _book_settings(name, scale)
+    return [{"setting": k.replace("_", " "), "paper": str(v), "book": book.get(k, "same")}
+            for k, v in PAPER_SETTINGS[name].items()]

@@ -155,12 +155,13 @@ class MoCo(_Method):
     follows the query encoder slowly, theta_k <- m theta_k + (1 - m) theta_q, so keys from earlier
     batches stay comparable. ``shuffle_groups`` emulates Shuffling BN on one device: keys are
     computed on a shuffled batch in groups, so query and key never share BatchNorm statistics.
-    ``mlp=True`` gives MoCo v2's MLP head (Chen et al., 2020b).
+    ``mlp=True`` gives MoCo v2's MLP head (Chen et al., 2020b); ``symmetric=True`` uses each view once
+    as query and once as key, l(q1, k2) + l(q2, k1), as the MoCo authors' CIFAR-10 demo does.
     """
 
     def __init__(self, encoder: nn.Module, projection_dim: int = 64, queue_size: int = 4096, momentum: float = 0.99,
                  temperature: float = 0.07, augment: ViewAugment | None = None, mlp: bool = False,
-                 shuffle_groups: int = 2):
+                 shuffle_groups: int = 2, symmetric: bool = False):
         super().__init__(encoder, augment)
         if queue_size < 1:
             raise ValueError(f"queue_size={queue_size} must be at least 1")
@@ -176,6 +177,7 @@ class MoCo(_Method):
         for p in [*self.key_encoder.parameters(), *self.key_projector.parameters()]:
             p.requires_grad_(False)
         self.momentum, self.temperature, self.shuffle_groups = momentum, temperature, shuffle_groups
+        self.symmetric = symmetric
         # the dictionary: a FIFO queue of L2-normalised keys, started with random unit vectors
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, projection_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
@@ -220,13 +222,19 @@ class MoCo(_Method):
 
     def training_step(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         self.step += 1
-        x_q, x_k = self.augment(images), self.augment(images)
-        q = F.normalize(_grouped(self._query_fn, x_q, self.shuffle_groups).float(), dim=1)   # [B, dim]
+        x1, x2 = self.augment(images), self.augment(images)
+        q1 = F.normalize(_grouped(self._query_fn, x1, self.shuffle_groups).float(), dim=1)   # [B, dim]
         self.momentum_update()
-        k = self.keys(x_k)                                                  # [B, dim], no gradient
-        loss = info_nce(q, k, self.queue.clone(), self.temperature)
-        self.enqueue(k)
-        return loss, {"z_std": _embedding_std(q)}
+        k2 = self.keys(x2)                                                  # [B, dim], no gradient
+        negatives = self.queue.clone()                                      # [K, dim], keys of earlier batches
+        loss = info_nce(q1, k2, negatives, self.temperature)
+        if self.symmetric:
+            q2 = F.normalize(_grouped(self._query_fn, x2, self.shuffle_groups).float(), dim=1)
+            k1 = self.keys(x1)
+            loss = loss + info_nce(q2, k1, negatives, self.temperature)
+            k2 = torch.cat([k1, k2])
+        self.enqueue(k2)
+        return loss, {"z_std": _embedding_std(q1)}
 
 
 # --------------------------------------------------------------------------- BYOL
@@ -235,18 +243,19 @@ class BYOL(_Method):
 
     No negatives: the predictor and the slowly moving target keep it from collapsing. The target's
     momentum follows tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2. The second view uses
-    solarisation (the paper's asymmetric augmentations).
+    solarisation (the paper's asymmetric augmentations). ``predictor=False`` removes the predictor
+    (the ablation of the paper's Table 5, which collapses).
     """
 
     def __init__(self, encoder: nn.Module, projection_dim: int = 64, hidden_dim: int | None = None,
                  base_momentum: float = 0.99, total_steps: int = 1000, augment: ViewAugment | None = None,
-                 augment2: ViewAugment | None = None):
+                 augment2: ViewAugment | None = None, predictor: bool = True):
         super().__init__(encoder, augment)
         dim = encoder_dim(encoder)
         hidden = hidden_dim or 2 * dim
         self.augment2 = augment2 or ViewAugment(solarize_p=0.2)
         self.projector = MLPHead(dim, hidden, projection_dim)
-        self.predictor = MLPHead(projection_dim, hidden, projection_dim)
+        self.predictor = MLPHead(projection_dim, hidden, projection_dim) if predictor else nn.Identity()
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_projector = copy.deepcopy(self.projector)
         for p in [*self.target_encoder.parameters(), *self.target_projector.parameters()]:
@@ -324,11 +333,20 @@ class SwAV(_Method):
 
 # --------------------------------------------------------------------------- DINO
 class DINOHead(nn.Module):
-    """DINO's projection head (Caron et al., 2021): 3-layer MLP (GELU) -> L2-normalise -> weight-normalised linear to K."""
+    """DINO's projection head (Caron et al., 2021): 3-layer MLP (GELU) -> L2-normalise -> weight-normalised linear to K.
 
-    def __init__(self, in_dim: int, out_dim: int = 256, hidden_dim: int = 128, bottleneck_dim: int = 64):
+    ``norm_last_layer=False`` leaves the last layer's rows free (the authors' advice for small data
+    and small batches: sharper outputs early, at some risk of instability); ``batch_norm=True``
+    puts BatchNorm after the hidden layers (the official code's ``use_bn_in_head``).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 256, hidden_dim: int = 128, bottleneck_dim: int = 64,
+                 norm_last_layer: bool = True, batch_norm: bool = False):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+        self.norm_last_layer = norm_last_layer
+        norm = (lambda: nn.BatchNorm1d(hidden_dim)) if batch_norm else nn.Identity   # the code's use_bn_in_head
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), norm(), nn.GELU(),
+                                 nn.Linear(hidden_dim, hidden_dim), norm(), nn.GELU(),
                                  nn.Linear(hidden_dim, bottleneck_dim))
         # weight normalisation with the norm fixed to 1: each output unit is a unit vector v_k / |v_k|
         self.last_direction = nn.Parameter(torch.empty(out_dim, bottleneck_dim))
@@ -341,7 +359,9 @@ class DINOHead(nn.Module):
     def forward(self, h: Tensor, freeze_last: bool = False) -> Tensor:
         y = F.normalize(self.mlp(h), dim=-1)                               # [B, bottleneck], on the unit sphere
         v = self.last_direction.detach() if freeze_last else self.last_direction
-        return y @ F.normalize(v, dim=1).T                                 # [B, K]
+        if self.norm_last_layer:
+            v = F.normalize(v, dim=1)
+        return y @ v.T                                                     # [B, K]
 
 
 class DINO(_Method):
@@ -357,10 +377,11 @@ class DINO(_Method):
     def __init__(self, encoder: nn.Module, out_dim: int = 256, hidden_dim: int = 128, bottleneck_dim: int = 64,
                  student_temp: float = 0.1, teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04,
                  warmup_steps: int = 0, center_momentum: float = 0.9, base_momentum: float = 0.996,
-                 total_steps: int = 1000, multi_crop: MultiCrop | None = None, freeze_last_layer_steps: int = 0):
+                 total_steps: int = 1000, multi_crop: MultiCrop | None = None, freeze_last_layer_steps: int = 0,
+                 norm_last_layer: bool = True, head_batch_norm: bool = False):
         super().__init__(encoder, multi_crop.global_view if multi_crop else None)
         self.multi_crop = multi_crop or MultiCrop(ViewAugment(scale=(0.4, 1.0)), ViewAugment(size=16, scale=(0.05, 0.4)), 2, 4)
-        self.head = DINOHead(encoder_dim(encoder), out_dim, hidden_dim, bottleneck_dim)
+        self.head = DINOHead(encoder_dim(encoder), out_dim, hidden_dim, bottleneck_dim, norm_last_layer, head_batch_norm)
         self.teacher_encoder = copy.deepcopy(self.encoder)
         self.teacher_head = copy.deepcopy(self.head)
         for p in [*self.teacher_encoder.parameters(), *self.teacher_head.parameters()]:
