@@ -23,8 +23,8 @@ Changes from the papers' settings (:data:`vnotes.ssl.methods.PAPER_SETTINGS`), a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,8 +34,8 @@ from ..runtime import seed_everything
 from ..scales import by_scale, resolve_scale
 from ..train import History, fit
 from .augment import MultiCrop, ViewAugment
-from .evaluation import evaluate_features, extract_features
-from .methods import BYOL, DINO, MoCo, SimCLR, SwAV, encode, ssl_step
+from .evaluation import effective_rank, extract_features, knn_accuracy, linear_probe, normalized_std
+from .methods import BYOL, DINO, MoCo, SimCLR, SwAV, ssl_step
 
 TASK = "shape"      # what the probes must read from the frozen features: the object's shape (6 classes)
 
@@ -137,11 +137,11 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "simclr_hard": dict(encoder="resnet", batch_size=128, lr=3e-3, temperature=0.2, beta=1.0, tau_plus=1 / 6,
                         epochs=dict(smoke=1, default=3, full=100)),
     "moco": dict(encoder="resnet", batch_size=128, lr=3e-3, temperature=0.2, momentum=0.99, queue_size=4096,
-                 mlp=True, shuffle_groups=2, epochs=dict(smoke=1, default=4, full=100)),
+                 mlp=True, shuffle_groups=2, epochs=dict(smoke=1, default=5, full=100)),
     "byol": dict(encoder="resnet", batch_size=64, lr=3e-3, base_momentum=0.99,
-                 epochs=dict(smoke=1, default=5, full=100)),
+                 epochs=dict(smoke=1, default=7, full=100)),
     "swav": dict(encoder="resnet", batch_size=64, lr=3e-3, temperature=0.1, epsilon=0.05, prototypes=32,
-                 n_local=2, epochs=dict(smoke=1, default=4, full=100)),
+                 n_local=2, epochs=dict(smoke=1, default=5, full=100)),
     "dino": dict(encoder="vit", batch_size=64, lr=1e-3, out_dim=256, teacher_temp=0.04, student_temp=0.1,
                  base_momentum=0.99, n_local=2, clip_grad_norm=3.0, head_batch_norm=True,
                  epochs=dict(smoke=1, default=6, full=100)),
@@ -259,8 +259,6 @@ def evaluate_encoder(encoder: nn.Module, data: SSLData, scale: str = "default") 
     """The chapter's protocol on a frozen encoder: linear probe, k-NN (k=20), effective rank, normalised std."""
     train = extract_features(encoder, data.probe_images)
     test = extract_features(encoder, data.test_images)
-    from .evaluation import effective_rank, knn_accuracy, linear_probe, normalized_std
-
     probe_epochs = chapter_settings(scale)["probe_epochs"]
     k = min(20, train.shape[0])
     return {"linear_probe_accuracy": linear_probe(train, data.probe_labels, test, data.test_labels, epochs=probe_epochs),
@@ -283,6 +281,9 @@ CHAPTER_METHODS: dict[str, tuple[str, str, str]] = {
 }
 RANDOM_BASELINES: dict[str, tuple[str, str]] = {"resnet": ("05a_contrastive", "random_init"),
                                                  "vit": ("05f_mae", "vit_random_init")}
+
+
+_OBJECTS = {family: "/".join(WORLDS[family].sizes) for family in WORLDS}
 
 
 def chapter_ranking(scale: str, current: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
@@ -318,7 +319,7 @@ def chapter_ranking(scale: str, current: dict[str, dict[str, float]] | None = No
         if found is None:
             continue
         row = {"method": label, "encoder": "ResNet" if family == "resnet" else "ViT",
-               "linear probe": found[0], "k-NN": found[1]}
+               "objects": _OBJECTS[family], "linear probe": found[0], "k-NN": found[1]}
         if base is not None:
             row["probe gain over random"] = found[0] - base[0]
             row["k-NN gain over random"] = found[1] - base[1]
@@ -327,7 +328,7 @@ def chapter_ranking(scale: str, current: dict[str, dict[str, float]] | None = No
         base = lookup(notebook, prefix)
         if base is not None:
             rows.append({"method": "random init", "encoder": "ResNet" if family == "resnet" else "ViT",
-                         "linear probe": base[0], "k-NN": base[1]})
+                         "objects": _OBJECTS[family], "linear probe": base[0], "k-NN": base[1]})
     return sorted(rows, key=lambda r: -r["linear probe"])
 
 

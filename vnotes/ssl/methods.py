@@ -380,7 +380,8 @@ class DINO(_Method):
                  total_steps: int = 1000, multi_crop: MultiCrop | None = None, freeze_last_layer_steps: int = 0,
                  norm_last_layer: bool = True, head_batch_norm: bool = False):
         super().__init__(encoder, multi_crop.global_view if multi_crop else None)
-        self.multi_crop = multi_crop or MultiCrop(ViewAugment(scale=(0.4, 1.0)), ViewAugment(size=16, scale=(0.05, 0.4)), 2, 4)
+        self.multi_crop = multi_crop or MultiCrop(ViewAugment(scale=(0.4, 1.0)),
+                                                  ViewAugment(size=16, scale=(0.05, 0.4)), 2, 4)
         self.head = DINOHead(encoder_dim(encoder), out_dim, hidden_dim, bottleneck_dim, norm_last_layer, head_batch_norm)
         self.teacher_encoder = copy.deepcopy(self.encoder)
         self.teacher_head = copy.deepcopy(self.head)
@@ -411,7 +412,8 @@ class DINO(_Method):
     @torch.no_grad()
     def update_center(self, teacher_out: Tensor) -> None:
         """c <- m c + (1 - m) * mean over the batch of the teacher's outputs."""
-        self.center.mul_(self.center_momentum).add_(teacher_out.float().mean(0, keepdim=True), alpha=1 - self.center_momentum)
+        batch_mean = teacher_out.float().mean(0, keepdim=True)                # [1, K]
+        self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1 - self.center_momentum)
 
     def _run(self, encoder: nn.Module, head: DINOHead, views: list[Tensor], freeze_last: bool = False) -> list[Tensor]:
         """Outputs per view; views of one resolution go through the network together."""
