@@ -30,8 +30,8 @@ from .clip import CLIP, embed_all
 DALLE2_TRAINING: dict[str, dict] = {
     "smoke": dict(n_train=256, image_size=16, base_channels=8, decoder_epochs=1, prior_epochs=2, batch_size=64,
                   lr=2e-3, timesteps=100, sample_steps=10, guidance=1.0, judge_epochs=1, n_judge=512),
-    "default": dict(n_train=6000, image_size=16, base_channels=16, decoder_epochs=16, prior_epochs=40,
-                    batch_size=64, lr=2e-3, timesteps=1000, sample_steps=40, guidance=1.0, judge_epochs=6,
+    "default": dict(n_train=6000, image_size=16, base_channels=16, decoder_epochs=9, prior_epochs=20,
+                    batch_size=64, lr=2e-3, timesteps=1000, sample_steps=60, guidance=2.0, judge_epochs=4,
                     n_judge=6000),
     "full": dict(n_train=50000, image_size=32, base_channels=64, decoder_epochs=100, prior_epochs=200,
                  batch_size=128, lr=2e-4, timesteps=1000, sample_steps=100, guidance=2.0, judge_epochs=20,
@@ -123,7 +123,8 @@ class DALLE2(nn.Module):
 
     def decoder_loss(self, images: Tensor, image_emb: Tensor) -> Tensor:
         """Diffusion loss of the decoder on images in [0, 1] at the decoder's resolution."""
-        return self.decoder_diffusion.loss(self.decoder, from_unit(images), image_emb)
+        # the condition is scaled like the prior's targets, so its components have unit variance
+        return self.decoder_diffusion.loss(self.decoder, from_unit(images), embedding_to_diffusion(image_emb))
 
     @torch.no_grad()
     def sample_image_embedding(self, text_emb: Tensor, steps: int, guidance: float = 0.0,
@@ -137,8 +138,8 @@ class DALLE2(nn.Module):
                generator: torch.Generator | None = None) -> Tensor:
         """Images in [0, 1] drawn from CLIP image embeddings."""
         shape = (image_emb.shape[0], 3, self.image_size, self.image_size)
-        x = self.decoder_diffusion.ddim_sample(self.decoder, shape, steps, cond=image_emb, guidance_scale=guidance,
-                                               generator=generator)
+        x = self.decoder_diffusion.ddim_sample(self.decoder, shape, steps, cond=embedding_to_diffusion(image_emb),
+                                               guidance_scale=guidance, generator=generator)
         return to_unit(x)
 
     @torch.no_grad()

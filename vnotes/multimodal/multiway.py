@@ -28,6 +28,13 @@ from .vilt import MLMHead
 
 EXPERTS: tuple[str, ...] = ("vision", "language", "vl")
 
+# how notebook 7h trains the mini at each scale
+VLMO_TRAINING: dict[str, dict] = {
+    "smoke": dict(n_train=128, epochs=1, batch_size=32, lr=2e-3),
+    "default": dict(n_train=6400, epochs=4, batch_size=64, lr=2e-3),
+    "full": dict(n_train=50000, epochs=20, batch_size=128, lr=5e-4),
+}
+
 # VLMo-Base (Bao et al., 2022, Sec. 3): 12 blocks of width 768, VL-FFN in the top 2; and the book's mini
 VLMO_CONFIGS: dict[str, dict] = {
     "VLMo-Base": dict(dim=768, depth=12, fusion_depth=2, num_heads=12, max_len=40, image_pool=1),
