@@ -4,6 +4,7 @@ import torch
 
 from vnotes.data import (COLOURS, SHAPES, DatasetUnavailableError, Vocabulary, WorldConfig, load_digits, load_real,
                          make_clips, make_scenes)
+from vnotes.data.toyworld import Scenes
 
 
 def test_scenes_are_deterministic_and_splits_differ():
@@ -91,3 +92,31 @@ def test_real_data_offline_is_a_clear_error(tmp_path):
     assert list(tmp_path.iterdir()) == [], "nothing that looks like data is left behind"
     with pytest.raises(ValueError, match="dataset='imagenet'"):
         load_real("imagenet", root=tmp_path)
+
+
+def test_object_masks_follow_subsets():
+    s = make_scenes(40, seed=5, max_objects=3)
+    masks = s.object_masks()
+    assert masks.shape == (40, s.images.shape[2], s.images.shape[3])
+    idx = [3, 17, 0, 39]
+    sub = s.subset(idx)
+    assert torch.equal(sub.object_masks(), masks[idx])
+    assert torch.equal(s.subset(slice(5, 9)).object_masks(), masks[5:9])
+    assert masks.any(dim=(1, 2)).all(), "every scene has at least one object pixel"
+    # every mask pixel lies inside one of its scene's boxes (x0, y0, x1, y1)
+    ys, xs = torch.meshgrid(torch.arange(masks.shape[1]), torch.arange(masks.shape[2]), indexing="ij")
+    for i in range(len(s)):
+        inside = torch.zeros_like(masks[i])
+        for k in range(int(s.n_objects[i])):
+            x0, y0, x1, y1 = s.boxes[i, k].tolist()
+            inside |= (xs + 0.5 >= x0 - 1) & (xs + 0.5 <= x1 + 1) & (ys + 0.5 >= y0 - 1) & (ys + 0.5 <= y1 + 1)
+        assert not (masks[i] & ~inside).any()
+
+
+def test_object_masks_errors_are_clear():
+    s = make_scenes(4, seed=0)
+    with pytest.raises(ValueError, match="threshold"):
+        s.object_masks(threshold=1.5)
+    bare = Scenes(s.images, s.shape, s.colour, s.size, s.boxes, s.centers, s.n_objects, s.captions, s.config)
+    with pytest.raises(ValueError, match="no coverage"):
+        bare.object_masks()

@@ -109,6 +109,8 @@ class Scenes:
     n_objects: torch.Tensor
     captions: list[str]
     config: WorldConfig = field(repr=False)
+    coverage: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """Per-object pixel coverage ``[N, K, H, W]`` in [0, 1] from the renderer (None if not kept)."""
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -141,11 +143,17 @@ class Scenes:
     def subset(self, index: Sequence[int] | torch.Tensor | slice) -> "Scenes":
         idx = torch.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index)
         return Scenes(self.images[idx], self.shape[idx], self.colour[idx], self.size[idx], self.boxes[idx],
-                      self.centers[idx], self.n_objects[idx], [self.captions[i] for i in idx.tolist()], self.config)
+                      self.centers[idx], self.n_objects[idx], [self.captions[i] for i in idx.tolist()], self.config,
+                      None if self.coverage is None else self.coverage[idx.numpy()])
 
     def object_masks(self, threshold: float = 0.5) -> torch.Tensor:
-        """Boolean ``[N, H, W]`` masks of the pixels covered by any object (re-rendered exactly)."""
-        return torch.from_numpy(self._coverage.max(axis=1) > threshold)
+        """Boolean ``[N, H, W]`` masks of the pixels covered by any object (exact, from the renderer)."""
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold={threshold!r} must be in [0, 1)")
+        if self.coverage is None:
+            raise ValueError("these scenes carry no coverage maps (built by hand, not by make_scenes); "
+                             "masks are only available for scenes rendered by make_scenes or their subsets")
+        return torch.from_numpy(self.coverage.max(axis=1) > threshold)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -339,8 +347,7 @@ def make_scenes(n: int, *, seed: int = 0, split: str = "train", config: WorldCon
                     colour=per_object(objs["colour"]), size=per_object(objs["size"]),
                     boxes=torch.from_numpy(_boxes(cov, present)), centers=centers,
                     n_objects=torch.from_numpy(objs["count"]).long(),
-                    captions=[_caption(objs, i) for i in range(n)], config=cfg)
-    scenes._coverage = cov  # kept for object_masks()
+                    captions=[_caption(objs, i) for i in range(n)], config=cfg, coverage=cov)
     return scenes
 
 
