@@ -59,68 +59,125 @@ def _conv_model(width: int = 32) -> nn.Module:
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 6))
 
 
-def _flops_per_image(model: nn.Module, shape) -> float:
-    """Training FLOPs per image, 3x the forward multiply-adds x 2 (forward + two backward matmuls)."""
+# --------------------------------------------------------------------------- workloads
+# One per part of the book: the model a chapter trains, at the size `full` gives it on a GPU, or at a
+# CPU-sized stand-in (same code, fewer channels/layers). Each returns (model, step_fn, label task, words).
+# step_fn(model, (x, y)) -> loss is shared by `fit` and the hand-written loop, so the two differ only
+# in the loop around it.
+def _classify(model: nn.Module, batch) -> torch.Tensor:
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def _w_cnn(full: bool):
+    width = 64 if full else 32
+    return _conv_model(width), _classify, "shape", f"a 3-layer CNN of width {width} (the loop-overhead yardstick)"
+
+
+def _w_resnet18(full: bool):
+    from vnotes.cnn.resnet import resnet18
+
+    width = 64 if full else 16
+    model = resnet18(num_classes=36, stem="cifar", width=width)
+    return model, _classify, "colour_shape", f"ResNet-18, CIFAR stem, width {width} (chapter 3, He et al. 2016)"
+
+
+def _w_vit(full: bool):
+    from vnotes.transformer.vit import ViT
+
+    # full: ViT-S/4 on 32 x 32 (the DeiT-S sizes, Touvron et al. 2021: D=384, 12 layers, 6 heads, MLP 4D)
+    dim, depth, heads = (384, 12, 6) if full else (64, 4, 4)
+    model = ViT(image_size=32, patch_size=4, num_classes=36, dim=dim, depth=depth, num_heads=heads, mlp_ratio=4.0)
+    return model, _classify, "colour_shape", f"ViT, 4x4 patches, D={dim}, {depth} layers, {heads} heads (chapter 4)"
+
+
+def _w_ddpm(full: bool):
+    from vnotes.generative.diffusion import GaussianDiffusion, UNet
+
+    # full: Ho et al. (2020)'s CIFAR-10 network (128 channels, multipliers 1,2,2,2, two blocks per level,
+    # attention at 16 x 16; 35.7M parameters in the paper), here with a class embedding added
+    base = 128 if full else 16
+    model = UNet(in_channels=3, base_channels=base, num_classes=36, channel_mults=(1, 2, 2, 2) if full else (1, 2, 2),
+                 num_res_blocks=2 if full else 1, attention_resolutions=(16,) if full else (8,), image_size=32)
+    diffusion = GaussianDiffusion(timesteps=1000)
+
+    def step(net: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return diffusion.loss(net, x * 2 - 1, y)
+
+    return model, step, "colour_shape", f"class-conditional DDPM U-Net, base {base} channels, L_simple (chapter 6)"
+
+
+WORKLOADS = {"cnn": _w_cnn, "resnet18": _w_resnet18, "vit": _w_vit, "ddpm": _w_ddpm}
+
+
+def _flops_per_image(model: nn.Module, step_fn, batch) -> float:
+    """Matrix FLOPs of one training step (forward and backward) per image, counted by PyTorch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.randn(1, *shape, device=next(model.parameters()).device)
     with FlopCounterMode(display=False) as counter:
-        model(x)
-    return 3.0 * counter.get_total_flops()
+        step_fn(model, batch).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch[0].shape[0]
 
 
-def loop_overhead(device: torch.device, n: int, batch: int, epochs: int, width: int, compile: bool = False) -> dict:
-    """Seconds per epoch for `fit` and for a plain loop (same model, data, optimizer, precision)."""
+def loop_overhead(device: torch.device, n: int, batch: int, epochs: int, workload: str = "cnn", full: bool = False,
+                  compile: bool = False) -> dict:
+    """Seconds per epoch for `fit` and for a plain loop (same model, step, data, optimizer, precision)."""
     from vnotes.data import TensorLoader, make_scenes
     from vnotes.runtime import autocast, resolve_precision
     from vnotes.train import fit
 
+    if workload not in WORKLOADS:
+        raise ValueError(f"workload={workload!r} is unknown; allowed: {sorted(WORKLOADS)}")
+    build = WORKLOADS[workload]
+    _, _, task, words = build(full)
     scenes = make_scenes(n, seed=0)
-    x, y = scenes.images.to(device), scenes.labels("shape").to(device)
-    results = {}
+    x, y = scenes.images.to(device), scenes.labels(task).to(device)
+    results, prec = {}, None
     for kind in ("hand-written", "vnotes.fit"):
         torch.manual_seed(0)
-        model = _conv_model(width).to(device)
+        model, step_fn, _, _ = build(full)
+        model = model.to(device)
         prec = resolve_precision("auto", device, model)
-        if device.type == "cuda":
+        conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        channels_last = device.type == "cuda" and conv
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         loader = TensorLoader(x, y, batch_size=batch, shuffle=True, drop_last=True)
-        net = torch.compile(model) if compile else model
         if kind == "hand-written":
+            net = torch.compile(model) if compile else model
+
             def run_epoch(epoch):
                 loader.set_epoch(epoch)
                 for xb, yb in loader:
-                    if device.type == "cuda":
+                    if channels_last:
                         xb = xb.contiguous(memory_format=torch.channels_last)
                     with autocast(device, prec):
-                        loss = nn.functional.cross_entropy(net(xb), yb)
+                        loss = step_fn(net, (xb, yb))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
             run_epoch(0)  # warm-up (and compilation)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            _sync(device)
             t0 = time.perf_counter()
             for e in range(1, epochs + 1):
                 run_epoch(e)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = (time.perf_counter() - t0) / epochs
+            _sync(device)
         else:
-            fit(model, loader, optimizer=opt, epochs=1, device=device, precision=prec, compile=compile,
-                progress=False, verbose=False)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            kwargs = dict(optimizer=opt, step_fn=step_fn, device=device, precision=prec, compile=compile,
+                          channels_last=channels_last, progress=False, verbose=False)
+            fit(model, loader, epochs=1, **kwargs)  # warm-up (and compilation)
+            _sync(device)
             t0 = time.perf_counter()
-            fit(model, loader, optimizer=opt, epochs=epochs, device=device, precision=prec, compile=compile,
-                progress=False, verbose=False)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = (time.perf_counter() - t0) / epochs
+            fit(model, loader, epochs=epochs, **kwargs)
+            _sync(device)
+        seconds = (time.perf_counter() - t0) / epochs
         images = len(loader) * batch
         results[kind] = {"seconds_per_epoch": round(seconds, 4), "images_per_second": round(images / seconds, 1)}
-        flops = _flops_per_image(model, x.shape[1:])
+        with autocast(device, prec):
+            flops = _flops_per_image(model, step_fn, (x[:2], y[:2]))
         results[kind]["train_gflop_per_image"] = round(flops / 1e9, 5)
         if device.type == "cuda":
             name = torch.cuda.get_device_name(device)
@@ -128,8 +185,15 @@ def loop_overhead(device: torch.device, n: int, batch: int, epochs: int, width: 
             if peak:
                 results[kind]["share_of_peak_bf16"] = round(flops * images / seconds / (peak * 1e12), 5)
     hand, ours = results["hand-written"]["seconds_per_epoch"], results["vnotes.fit"]["seconds_per_epoch"]
-    return {"device": str(device), "precision": prec, "compile": compile, "images": n, "batch": batch,
-            "width": width, "epochs_timed": epochs, **results, "fit_overhead": round(ours / hand - 1, 4)}
+    params = sum(p.numel() for p in model.parameters())
+    return {"device": str(device), "precision": prec, "compile": compile, "workload": workload, "model": words,
+            "parameters": params, "images": n, "batch": batch, "epochs_timed": epochs, **results,
+            "fit_overhead": round(ours / hand - 1, 4)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def write_report(report: dict) -> None:
@@ -151,7 +215,8 @@ def write_report(report: dict) -> None:
     for entry in report.get("loop", []):
         lines += [f"## Training loop: `vnotes.fit` vs a hand-written loop ({entry['device']}, {entry['precision']}"
                   f"{', torch.compile' if entry['compile'] else ''})", "",
-                  f"{entry['images']} toy-world images, batch {entry['batch']}, a 3-layer CNN of width {entry['width']}, "
+                  f"{entry.get('model', 'a 3-layer CNN')} ({entry.get('parameters', '?')} parameters); "
+                  f"{entry['images']} toy-world images, batch {entry['batch']}, AdamW, "
                   f"mean of {entry['epochs_timed']} epochs after one warm-up epoch.", "",
                   "| loop | s / epoch | images / s | share of peak bf16 |", "|---|---|---|---|"]
         for kind in ("hand-written", "vnotes.fit"):
@@ -170,6 +235,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="notebook stems to time (default: all in _toc.yml)")
     ap.add_argument("--loop-device", default=None, help="device for the loop benchmark (default: the best available)")
     ap.add_argument("--skip-notebooks", action="store_true")
+    ap.add_argument("--workloads", nargs="*", choices=sorted(WORKLOADS),
+                    help="models for the loop benchmark (default: all on CUDA at full size; the CNN on a CPU)")
     args = ap.parse_args()
     from vnotes.runtime import describe, pick_device
 
@@ -177,10 +244,13 @@ def main() -> None:
     report = {"machine": f"{platform.node() or 'unknown'}: {describe(device)}, {os.cpu_count()} CPUs",
               "notebooks": [] if args.skip_notebooks else time_notebooks(args.scales, args.only), "loop": []}
     if device.type == "cuda":
-        for compile in (False, True):
-            report["loop"].append(loop_overhead(device, n=50_000, batch=512, epochs=3, width=64, compile=compile))
+        for workload in args.workloads or list(WORKLOADS):
+            for compile in (False, True):
+                report["loop"].append(loop_overhead(device, n=50_000, batch=512, epochs=3, workload=workload,
+                                                    full=True, compile=compile))
     else:
-        report["loop"].append(loop_overhead(device, n=4096, batch=128, epochs=3, width=32))
+        for workload in args.workloads or ["cnn"]:
+            report["loop"].append(loop_overhead(device, n=4096, batch=128, epochs=3, workload=workload))
     write_report(report)
     print(REPORT_MD.read_text())
 
