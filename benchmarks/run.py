@@ -2,11 +2,12 @@
 
 1. Wall time of every chapter notebook at each requested scale (papermill, a fresh kernel each).
 2. The overhead of `vnotes.fit` against a hand-written PyTorch loop on the same model and data.
-3. On a CUDA machine: training throughput at `full` size (images/s, share of peak bf16 matrix FLOP/s)
-   for `fit` and for the hand-written loop, with and without torch.compile.
+3. On a CUDA machine: training throughput of one model per part of the book at `full` size (images/s,
+   share of peak bf16 matrix FLOP/s) for `fit` and for the hand-written loop, with and without torch.compile.
 
     .venv/bin/python benchmarks/run.py                      # notebooks at smoke and default + loop overhead
     .venv/bin/python benchmarks/run.py --scales smoke default full --only 01_optimization
+    .venv/bin/python benchmarks/run.py --skip-notebooks --loop-device cuda --workloads vit ddpm
 """
 from __future__ import annotations
 
