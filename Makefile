@@ -23,6 +23,17 @@ $(WIDGETS_JS):
 	  && tar -xzf jupyter-widgets-html-manager-1.0.15.tgz --strip-components=2 package/dist \
 	  && tar -xzf requirejs-2.3.7.tgz --strip-components=1 package/require.js && rm -f *.tgz
 
+# MathJax served from the site too (the es5 bundle, its TeX extensions and CHTML fonts; no speech engine),
+# so formulas render for readers offline and in the page tests. Unpacked beside, then moved into place.
+# Not under _static: Jupyter Book adds every .js there to every page, and MathJax loads its parts itself.
+MATHJAX_JS := _site/mathjax/tex-mml-chtml.js
+$(MATHJAX_JS):
+	rm -rf _site/mathjax _site/mathjax.tmp && mkdir -p _site/mathjax.tmp
+	cd _site/mathjax.tmp && npm pack --silent mathjax@3.2.2 >/dev/null \
+	  && tar -xzf mathjax-3.2.2.tgz --strip-components=2 package/es5/tex-mml-chtml.js package/es5/input/tex/extensions \
+	     package/es5/output/chtml/fonts/woff-v2 package/es5/ui package/es5/a11y package/es5/adaptors && rm -f *.tgz
+	mv _site/mathjax.tmp _site/mathjax
+
 venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
@@ -35,7 +46,7 @@ $(STAMP): requirements.txt pyproject.toml
 # Execute every chapter at `default` and write the site; any notebook error or Sphinx warning fails.
 # One thread per kernel: the thresholds in tests/thresholds were measured that way (results are
 # bit-for-bit reproducible on a CPU), and it keeps each notebook's cost what the benchmark reports.
-book: $(STAMP) $(WIDGETS_JS)
+book: $(STAMP) $(WIDGETS_JS) $(MATHJAX_JS)
 	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/metrics/default
 	VNOTES_SCALE=default OMP_NUM_THREADS=1 $(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "Open _build/html/index.html in a browser (or: python -m http.server -d _build/html)."

@@ -1,7 +1,8 @@
 """The rendered book, opened in headless Chromium as a reader would.
 
 For every page of the table of contents: a screenshot is kept under ``_build/screenshots``
-(the CI artifact), the page has no error traceback and no stderr block, and each chapter
+(the CI artifact), the page has no error traceback and no stderr block, its formulas are typeset
+by the site's own MathJax, and each chapter
 page shows at least the figures its thresholds file promises (``[page] min_figures``).
 """
 import re
@@ -88,6 +89,11 @@ def test_page_renders_cleanly(built, page):
         # the saved widget state must come alive from the site's own JavaScript: sliders on screen
         assert "widgets/embed-amd.js" in source, f"{page}: widget JavaScript is not served by the site"
         assert "widget-slider" in dom or "widget-hslider" in dom, f"{page}: its interactive controls did not render"
+    if 'class="math notranslate' in source:
+        # formulas typeset by the site's own MathJax (offline too), without TeX errors
+        assert "mathjax/tex-mml-chtml.js" in source and "cdn.jsdelivr" not in source, f"{page}: MathJax is not served by the site"
+        assert "<mjx-container" in dom, f"{page}: its formulas were not typeset (raw TeX on the page)"
+        assert "<mjx-merror" not in dom, f"{page}: MathJax reports a TeX error in a formula"
     name = Path(page).name
     shot = SHOTS / f"{name}.png"
     _chromium(f"--screenshot={shot}", "--window-size=1280,2400", html_file.as_uri())
