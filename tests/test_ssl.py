@@ -527,3 +527,81 @@ def test_mean_fill_baseline_is_zero_for_flat_images_and_matches_a_direct_count()
     # two patches visible; if the bright one is hidden, the fill is 0 and its 16*3 pixels are off by 1
     expected = (48 / 192) if bright_hidden else (2 * 48 * 0.5 ** 2 / 192)
     assert value == pytest.approx(expected)
+
+
+def test_norm_pix_target_matches_a_hand_written_per_patch_formula():
+    mae = _tiny_mae(norm_pix_loss=True)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    pred = torch.randn(2, 16, 48, generator=g)
+    mask = torch.zeros(2, 16)
+    mask[0, [1, 5]] = 1
+    mask[1, [0, 15, 7]] = 1
+    total, count = 0.0, 0
+    for b in range(2):
+        for i in range(4):
+            for j in range(4):
+                n = i * 4 + j
+                if not mask[b, n]:
+                    continue
+                # the patch's pixels in (row, column, channel) order, normalised by their own mean and unbiased std
+                patch = x[b, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4].permute(1, 2, 0).reshape(-1).double()
+                m = patch.sum() / 48
+                v = ((patch - m) ** 2).sum() / 47
+                target = (patch - m) / math.sqrt(v + 1e-6)
+                total += ((pred[b, n].double() - target) ** 2).mean().item()
+                count += 1
+    assert mae.reconstruction_loss(x, pred, mask).item() == pytest.approx(total / count, rel=1e-5)
+
+
+def test_patch_average_readout_is_the_mean_of_the_patch_tokens():
+    from vnotes.ssl import READOUTS, encode, patch_average
+    from vnotes.transformer import ViT
+
+    torch.manual_seed(0)
+    vit = ViT(image_size=16, patch_size=4, dim=16, depth=1, num_heads=2).eval()
+    x = torch.rand(3, 3, 16, 16)
+    tokens = vit.forward_features(x)                              # [3, 1 + 16, 16]
+    assert torch.allclose(patch_average(vit, x), tokens[:, 1:].sum(1) / 16, atol=1e-6)
+    assert torch.equal(encode(vit, x), tokens[:, 0])
+    assert READOUTS["cls"] is encode and READOUTS["mean"] is patch_average
+    conv = TinyEncoder().eval()                                   # a pooled CNN reads out the same either way
+    assert torch.equal(patch_average(conv, x), encode(conv, x))
+
+
+def test_validation_split_is_disjoint_from_training_and_test_and_chooses_settings():
+    from vnotes.ssl.experiments import evaluate_encoder, load_ssl_data
+
+    data = load_ssl_data(n_pretrain=64, n_probe=32, n_test=48, n_val=40, config="vit")
+    assert data.val_images.shape == (40, 3, 32, 32) and data.val_labels.shape == (40,)
+    flat = lambda t: {tuple(row.tolist()) for row in t.flatten(1)[:, ::7]}
+    train, val, test = flat(data.images), flat(data.val_images), flat(data.test_images)
+    assert not (val & test) and not (val & train) and not (train & test)
+    torch.manual_seed(0)
+    encoder = TinyEncoder()
+    on_val = evaluate_encoder(encoder, data, "smoke", split="val")
+    on_test = evaluate_encoder(encoder, data, "smoke", split="test")
+    assert set(on_val) == set(on_test) == {"linear_probe_accuracy", "knn_accuracy", "effective_rank", "normalized_std"}
+    with pytest.raises(ValueError, match="split"):
+        evaluate_encoder(encoder, data, "smoke", split="train")
+    with pytest.raises(ValueError, match="readout"):
+        evaluate_encoder(encoder, data, "smoke", readout="max")
+
+
+def test_mae_init_is_xavier_uniform_or_keeps_the_encoder_weights():
+    from vnotes.transformer import ViT
+
+    torch.manual_seed(0)
+    vit = ViT(image_size=16, patch_size=4, dim=16, depth=1, num_heads=2)
+    before = vit.patch_embed.proj.weight.detach().clone()
+    kept = MAE(vit, decoder_dim=8, decoder_depth=1, decoder_heads=2, init="keep")
+    assert torch.equal(kept.encoder.patch_embed.proj.weight, before)
+    torch.manual_seed(0)
+    mae = MAE(ViT(image_size=16, patch_size=4, dim=16, depth=1, num_heads=2), decoder_dim=8, decoder_depth=1,
+              decoder_heads=2, init="xavier")
+    w = mae.encoder.patch_embed.proj.weight                     # [16, 48]
+    bound = math.sqrt(6 / (48 + 16))                             # Glorot & Bengio (2010)
+    assert w.abs().max() <= bound and w.abs().max() > 0.8 * bound
+    assert torch.all(mae.encoder.patch_embed.proj.bias == 0)
+    with pytest.raises(ValueError, match="init"):
+        MAE(ViT(image_size=16, patch_size=4, dim=16, depth=1, num_heads=2), init="normal")

@@ -24,6 +24,19 @@ from ..train import fit
 from .methods import encode
 
 
+def patch_average(encoder: nn.Module, x: Tensor) -> Tensor:
+    """A ViT's representation as the average of its patch tokens ``[B, D]`` (MAE's ``global_pool`` readout; He et al., 2021).
+
+    The alternative to the [CLS] token (:func:`~vnotes.ssl.methods.encode`); for a ResNet, its pooled features.
+    """
+    features = encoder.forward_features(x)
+    return features[:, 1:].mean(1) if features.ndim == 3 else features
+
+
+# name -> how to read one vector per image out of a frozen encoder
+READOUTS: dict[str, Callable[[nn.Module, Tensor], Tensor]] = {"cls": encode, "mean": patch_average}
+
+
 @torch.no_grad()
 def extract_features(encoder: nn.Module, images: Tensor, batch_size: int = 500,
                      features: Callable[[nn.Module, Tensor], Tensor] = encode) -> Tensor:

@@ -40,6 +40,17 @@ def sincos_position_embedding(dim: int, grid: tuple[int, int], cls_token: bool =
     return table[None]
 
 
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform linear weights and zero biases: MAE's initialisation of its Transformer (He et al., 2021, App. A.1).
+
+    Chapter 4's ViT starts from std-0.02 weights instead; the book measures both on the validation split.
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 def patchify(images: Tensor, patch_size: int) -> Tensor:
     """``[B, C, H, W]`` -> ``[B, N, P*P*C]``, patches in the order of the ViT's patch embedding (rows, then columns)."""
     B, C, H, W = images.shape
@@ -90,10 +101,12 @@ class MAE(nn.Module):
     patches only. Decoder (light): a linear map to ``decoder_dim``, mask tokens, its own sine-cosine
     positions, ``decoder_depth`` Transformer blocks and a linear layer to P*P*3 pixels per patch.
     ``norm_pix_loss`` predicts each patch's pixels normalised by the patch's own mean and std.
+    ``init="xavier"`` re-initialises every linear layer, encoder included, as the paper does.
     """
 
     def __init__(self, encoder: ViT, decoder_dim: int = 64, decoder_depth: int = 2, decoder_heads: int = 4,
-                 mask_ratio: float = 0.75, norm_pix_loss: bool = False, augment: ViewAugment | None = None):
+                 mask_ratio: float = 0.75, norm_pix_loss: bool = False, augment: ViewAugment | None = None,
+                 init: str = "xavier"):
         super().__init__()
         if not isinstance(encoder, ViT):
             raise TypeError(f"MAE needs a vnotes.transformer.ViT encoder, got {type(encoder).__name__}")
@@ -101,6 +114,8 @@ class MAE(nn.Module):
             raise ValueError("MAE masks image patches: use a ViT without a CNN stem")
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio={mask_ratio} must lie in [0, 1)")
+        if init not in ("xavier", "keep"):
+            raise ValueError(f"init={init!r} must be 'xavier' (the paper's) or 'keep' (the encoder's own weights)")
         self.encoder, self.mask_ratio, self.norm_pix_loss = encoder, mask_ratio, norm_pix_loss
         self.patch_size = encoder.patch_size
         dim = encoder.pos_embed.shape[-1]
@@ -116,6 +131,8 @@ class MAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, self.patch_size ** 2 * 3)
         nn.init.normal_(self.mask_token, std=0.02)
+        if init == "xavier":
+            self.apply(xavier_init)
         self.augment = augment or ViewAugment(size=encoder.image_size, scale=(0.3, 1.0), jitter_p=0.0, gray_p=0.0)
 
     def forward(self, x: Tensor) -> Tensor:

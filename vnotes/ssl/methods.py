@@ -40,7 +40,8 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
     "dino": {"student_temp": 0.1, "teacher_temp": "0.04 (warm-up to 0.07 in some runs)", "center_momentum": 0.9,
              "teacher_momentum": "0.996 -> 1 (cosine)", "out_dim": 65536, "head": "3-layer MLP 2048, bottleneck 256",
              "multi_crop": "2x224 (40-100%) + 10x96 (5-40%)", "clip_grad": 3.0},
-    "mae": {"mask_ratio": 0.75, "decoder": "8 blocks, width 512", "norm_pix_loss": True, "epochs": 1600},
+    "mae": {"mask_ratio": 0.75, "decoder": "8 blocks, width 512", "norm_pix_loss": True, "epochs": 1600,
+            "init": "Xavier-uniform linear layers", "positions": "fixed 2-D sine-cosine"},
 }
 
 
