@@ -455,3 +455,114 @@ def test_unclip_prior_and_decoder_losses_run():
     images = model.generate(["a large red circle"], steps=3, guidance=1.0)
     assert images.shape == (1, 3, 16, 16) and images.min() >= 0 and images.max() <= 1
     assert not any(p.requires_grad for p in model.clip.parameters())
+
+
+def test_momentum_helper_is_the_ema_formula_and_blip_and_albef_share_it():
+    from torch import nn
+
+    from vnotes.multimodal.albef import ALBEF, FeatureQueue as AlbefQueue
+    from vnotes.multimodal.blip import BLIP
+    from vnotes.multimodal.momentum import FeatureQueue, MomentumDistillation
+
+    assert issubclass(ALBEF, MomentumDistillation) and issubclass(BLIP, MomentumDistillation)
+    assert AlbefQueue is FeatureQueue
+
+    class Toy(MomentumDistillation, nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.head = nn.Linear(3, 4), nn.Linear(4, 2)
+            self.init_momentum(("enc",), momentum=0.9, queue_size=5, embed_dim=4)
+
+    torch.manual_seed(0)
+    toy = Toy()
+    assert set(toy.momentum_model) == {"enc"} and toy.queue.image.shape == (5, 4)
+    assert not any(p.requires_grad for p in toy.momentum_model.parameters())
+    theta_m = [p.clone() for p in toy.momentum_model["enc"].parameters()]
+    with torch.no_grad():
+        for p in toy.enc.parameters():
+            p.add_(torch.randn_like(p))
+    toy.momentum_update()
+    for old, new, online in zip(theta_m, toy.momentum_model["enc"].parameters(), toy.enc.parameters()):
+        assert torch.allclose(new, 0.9 * old + 0.1 * online, atol=1e-7)          # theta_m <- m theta_m + (1 - m) theta
+    with pytest.raises(ValueError, match="not sub-modules"):
+        MomentumDistillation.init_momentum(toy, ("missing",), 0.9, 5, 4)
+    with pytest.raises(ValueError, match="momentum=1.5"):
+        MomentumDistillation.init_momentum(toy, ("enc",), 1.5, 5, 4)
+
+
+def test_unclip_decoder_reads_the_embedding_in_both_paths_and_drops_it_for_guidance():
+    from vnotes.generative import GaussianDiffusion
+    from vnotes.multimodal.dalle2 import ContextAttentionBlock, UnCLIPDecoder
+
+    torch.manual_seed(0)
+    dec = UnCLIPDecoder(6, context_tokens=4, in_channels=3, base_channels=8, channel_mults=(1, 2),
+                        attention_resolutions=(4,), image_size=8).eval()
+    blocks = [m for m in dec.modules() if isinstance(m, ContextAttentionBlock)]
+    assert len(blocks) == len(dec._context_blocks) == 4            # 1 down and 2 up stages at 4 x 4, the middle
+    for p in dec.parameters():                                     # leave the zero-initialised identity start
+        with torch.no_grad():
+            p.add_(0.05 * torch.randn_like(p))
+    x, t, z = torch.randn(3, 3, 8, 8), torch.tensor([1, 10, 100]), torch.randn(3, 6)
+    keep = torch.tensor([True, False, True])
+    with torch.no_grad():
+        out = dec(x, t, z, keep)
+        assert torch.allclose(out[1], dec(x[1:2], t[1:2])[0], atol=1e-5)     # dropped = no condition at all
+        assert torch.allclose(out[0], dec(x[:1], t[:1], z[:1])[0], atol=1e-5)
+        assert not torch.allclose(out[0], dec(x[:1], t[:1])[0], atol=1e-4)
+        ctx = dec.context(z, keep)
+        assert ctx.shape == (3, 4, 32) and torch.allclose(ctx[1], dec.context(None, batch=1)[0], atol=1e-6)
+        # the context path alone changes the output: silence the time-embedding path's condition
+        dec.cond_embed.weight.zero_(), dec.cond_embed.bias.zero_()
+        assert not torch.allclose(dec(x[:1], t[:1], z[:1]), dec(x[:1], t[:1], -z[:1]), atol=1e-4)
+    assert all(b.context is None for b in blocks)                  # nothing left behind between calls
+    # training drops the condition for ~cond_drop_prob of the examples (classifier-free guidance)
+    seen = []
+    real_context = dec.context
+
+    def spy(cond, cond_mask=None, batch=1):
+        seen.append(cond_mask)
+        return real_context(cond, cond_mask, batch)
+
+    dec.context = spy
+    diffusion = GaussianDiffusion(50, "cosine", cond_drop_prob=0.1)
+    torch.manual_seed(1)
+    diffusion.loss(dec.train(), torch.randn(2000, 3, 8, 8).clamp(-1, 1), torch.randn(2000, 6))
+    dropped = 1 - seen[0].float().mean().item()
+    assert 0.08 < dropped < 0.12
+
+
+def test_clean_prediction_read_as_noise_inverts_the_forward_process():
+    from torch import nn
+
+    from vnotes.generative import GaussianDiffusion
+    from vnotes.multimodal.dalle2 import NoiseFromClean
+
+    torch.manual_seed(0)
+    diffusion = GaussianDiffusion(100, "cosine", clip_denoised=False)
+    x0, noise, t = torch.randn(6, 8), torch.randn(6, 8), torch.tensor([1, 5, 20, 50, 80, 99])
+
+    class Oracle(nn.Module):                       # a "network" that knows the clean sample
+        def forward(self, x, t, cond=None, cond_mask=None):
+            return x0
+
+    x_t = diffusion.q_sample(x0, t, noise)
+    eps = NoiseFromClean(Oracle(), diffusion)(x_t, t)
+    assert torch.allclose(eps, noise, atol=1e-3)                         # eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)
+    # and back (the last step, where sqrt(abar) ~ 0, amplifies float error, so it is left out)
+    assert torch.allclose(diffusion.predict_x0(x_t[:5], t[:5], eps[:5]), x0[:5], atol=1e-3)
+
+
+def test_unclip_prior_learns_the_clean_embedding_and_keeps_the_best_candidate():
+    from vnotes.multimodal.dalle2 import DALLE2
+
+    torch.manual_seed(0)
+    clip = build_clip("mini-rn", vocab_size=len(VOCAB), eos_id=VOCAB.eos)
+    model = DALLE2(clip, VOCAB, image_size=16, base_channels=8, timesteps=50, attention_resolutions=()).eval()
+    z_t = F.normalize(torch.randn(3, 64), dim=-1)
+    k4 = model.sample_image_embedding(z_t, 4, generator=torch.Generator().manual_seed(0), candidates=4)
+    k1 = model.sample_image_embedding(z_t.repeat(4, 1), 4, generator=torch.Generator().manual_seed(0), candidates=1)
+    best = (k1.view(4, 3, 64) * z_t).sum(-1).max(0).values               # the same 4 x 3 draws, best by <z, z_t>
+    assert torch.allclose((k4 * z_t).sum(-1), best, atol=1e-5)
+    assert torch.allclose(k4.norm(dim=-1), torch.ones(3), atol=1e-5)
+    with pytest.raises(ValueError, match="embed_dim=32"):
+        DALLE2(clip, VOCAB, embed_dim=32)

@@ -8,6 +8,7 @@ One file per family:
 * :mod:`.clip`        -- CLIP (Radford et al., 2021): dual encoder, zero-shot with prompts (7a)
 * :mod:`.pretrained`  -- the chapter's CLIP, trained in 7a and reused from the cache by 7c-7i
 * :mod:`.vilt`        -- ViLT (Kim et al., 2021): single-stream fusion, word--patch attention (7b)
+* :mod:`.momentum`    -- the momentum (EMA) model and feature queue ALBEF and BLIP share
 * :mod:`.albef`       -- ALBEF (Li et al., 2021): align before fuse, momentum distillation (7c, 7d)
 * :mod:`.blip`        -- BLIP (Li et al., 2022): MED, captioning, CapFilt (7e, 7f)
 * :mod:`.coca`        -- CoCa (Yu et al., 2022): contrastive captioner (7e)

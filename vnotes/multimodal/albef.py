@@ -18,15 +18,13 @@ image (web noise) is not forced to be the only right answer.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import Vocabulary
-from ..train import ema_update
 from ..transformer import TransformerBlock, ViT, init_transformer_weights
+from .momentum import FeatureQueue, MomentumDistillation
 from .objectives import contrastive_loss, itm_batch, mlm_inputs, sample_hard_negatives, same_caption
 from .towers import TextTransformer, image_tokens
 from .vilt import MLMHead
@@ -68,7 +66,7 @@ class FusionEncoder(nn.Module):
         return self.norm(x)
 
 
-class ALBEF(nn.Module):
+class ALBEF(MomentumDistillation, nn.Module):
     """ALign BEfore Fuse (Li et al., 2021) with its momentum model and feature queues.
 
     ``forward(images, ids, text_id)`` returns the total loss and a dict of its parts; ``text_id``
@@ -85,7 +83,7 @@ class ALBEF(nn.Module):
         if queue_size < 0:
             raise ValueError(f"queue_size={queue_size} must be non-negative")
         self.vocab, self.pad_id = vocab, vocab.pad
-        self.alpha, self.momentum, self.mlm_prob = alpha, momentum, mlm_prob
+        self.alpha, self.mlm_prob = alpha, mlm_prob
         self.visual = visual
         self.text_encoder = TextTransformer(len(vocab), dim, text_depth, num_heads, max_len, causal=False,
                                             pad_id=vocab.pad)
@@ -95,13 +93,8 @@ class ALBEF(nn.Module):
         self.temp = nn.Parameter(torch.tensor(0.07))
         self.itm_head = nn.Linear(dim, 2)
         self.mlm_head = MLMHead(dim, len(vocab))
-        # the momentum model: an EMA copy of every part that makes a target, never trained by gradients
-        self.momentum_model = nn.ModuleDict({
-            name: copy.deepcopy(getattr(self, name))
-            for name in ("visual", "text_encoder", "fusion", "vision_proj", "text_proj", "mlm_head")})
-        for p in self.momentum_model.parameters():
-            p.requires_grad_(False)
-        self.queue = FeatureQueue(queue_size, embed_dim)
+        self.init_momentum(("visual", "text_encoder", "fusion", "vision_proj", "text_proj", "mlm_head"), momentum,
+                           queue_size, embed_dim)
         self.generator = torch.Generator().manual_seed(seed)
 
     # ------------------------------------------------------------------ encoders
@@ -148,13 +141,6 @@ class ALBEF(nn.Module):
         """ITC cosine similarities ``[N_images, N_texts]``."""
         return self.encode_image(images)[1] @ self.encode_text(ids)[1].T
 
-    # ------------------------------------------------------------------ momentum and queue
-    @torch.no_grad()
-    def momentum_update(self) -> None:
-        """theta_m <- m theta_m + (1 - m) theta for every part of the momentum model."""
-        for name, target in self.momentum_model.items():
-            ema_update(target, getattr(self, name), self.momentum)
-
     # ------------------------------------------------------------------ the three losses
     def forward(self, images: Tensor, ids: Tensor, text_id: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         B = images.shape[0]
@@ -196,37 +182,6 @@ class ALBEF(nn.Module):
         loss = loss_itc + loss_itm + loss_mlm
         return loss, {"itc": loss_itc.detach(), "itm": loss_itm.detach(), "mlm": loss_mlm.detach(),
                       "itm_acc": itm_acc.detach()}
-
-
-class FeatureQueue(nn.Module):
-    """Ring buffers of momentum embeddings and what their captions say, as in MoCo (He et al., 2020) and ALBEF."""
-
-    def __init__(self, size: int, dim: int):
-        super().__init__()
-        if size < 0:
-            raise ValueError(f"queue size={size} must be non-negative")
-        self.register_buffer("image", F.normalize(torch.randn(size, dim), dim=1))
-        self.register_buffer("text", F.normalize(torch.randn(size, dim), dim=1))
-        self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))   # -1: never written
-        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
-
-    def contents(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The filled entries: image ``[Q', E]``, text ``[Q', E]`` embeddings and caption ids ``[Q']``."""
-        filled = self.ids >= 0
-        return self.image[filled], self.text[filled], self.ids[filled]
-
-    @torch.no_grad()
-    def push(self, image_feat: Tensor, text_feat: Tensor, text_id: Tensor) -> None:
-        """Overwrite the oldest entries with the newest momentum embeddings."""
-        Q = self.ids.shape[0]
-        if Q == 0:
-            return
-        n = min(image_feat.shape[0], Q)
-        at = (int(self.ptr) + torch.arange(n, device=image_feat.device)) % Q
-        self.image[at] = image_feat[:n].to(self.image.dtype)
-        self.text[at] = text_feat[:n].to(self.text.dtype)
-        self.ids[at] = text_id[:n]
-        self.ptr.fill_((int(self.ptr) + n) % Q)
 
 
 def momentum_itc(img_feat: Tensor, txt_feat: Tensor, img_feat_m: Tensor, txt_feat_m: Tensor, text_id: Tensor,

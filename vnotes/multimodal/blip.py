@@ -19,16 +19,14 @@ web and synthetic captions that do not match, and a new model is trained on what
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import Vocabulary
-from ..train import ema_update
 from ..transformer import MLP, MultiHeadAttention, init_transformer_weights
-from .albef import FeatureQueue, hard_negative_itm, momentum_itc
+from .albef import hard_negative_itm, momentum_itc
+from .momentum import MomentumDistillation
 from .towers import image_tokens
 
 MED_MODES: tuple[str, ...] = ("text", "itm", "lm")
@@ -116,7 +114,7 @@ def with_first_token(ids: Tensor, token: int) -> Tensor:
     return out
 
 
-class BLIP(nn.Module):
+class BLIP(MomentumDistillation, nn.Module):
     """BLIP's pre-training model (Li et al., 2022): image encoder + MED, trained with ITC + ITM + LM.
 
     Task tokens: [CLS] starts the unimodal encoder's input, [ENC] the image-grounded encoder's
@@ -127,7 +125,7 @@ class BLIP(nn.Module):
                  embed_dim: int = 64, queue_size: int = 512, momentum: float = 0.995, alpha: float = 0.4,
                  max_len: int = 10, label_smoothing: float = 0.1, seed: int = 0):
         super().__init__()
-        self.vocab, self.alpha, self.momentum, self.label_smoothing = vocab, alpha, momentum, label_smoothing
+        self.vocab, self.alpha, self.label_smoothing = vocab, alpha, label_smoothing
         self.cls_id, self.enc_id, self.dec_id = vocab.cls, vocab.sep, vocab.bos
         self.visual = visual
         self.text = MEDText(len(vocab), dim, depth, num_heads, max_len, vocab.pad)
@@ -137,11 +135,7 @@ class BLIP(nn.Module):
         self.itm_head = nn.Linear(dim, 2)
         self.lm_head = nn.Linear(dim, len(vocab), bias=False)
         self.lm_head.weight = self.text.token_embed.weight               # tied, as in BERT's LM head
-        self.momentum_model = nn.ModuleDict({name: copy.deepcopy(getattr(self, name))
-                                             for name in ("visual", "text", "vision_proj", "text_proj")})
-        for p in self.momentum_model.parameters():
-            p.requires_grad_(False)
-        self.queue = FeatureQueue(queue_size, embed_dim)
+        self.init_momentum(("visual", "text", "vision_proj", "text_proj"), momentum, queue_size, embed_dim)
         self.generator = torch.Generator().manual_seed(seed)
 
     # ------------------------------------------------------------------ the three functionalities
@@ -169,11 +163,6 @@ class BLIP(nn.Module):
     def similarity(self, images: Tensor, ids: Tensor) -> Tensor:
         """ITC cosine similarities ``[N_images, N_texts]``."""
         return self.encode_image(images)[1] @ self.encode_text(ids).T
-
-    @torch.no_grad()
-    def momentum_update(self) -> None:
-        for name, target in self.momentum_model.items():
-            ema_update(target, getattr(self, name), self.momentum)
 
     # ------------------------------------------------------------------ pre-training
     def forward(self, images: Tensor, ids: Tensor, text_id: Tensor, losses: tuple[str, ...] = ("itc", "itm", "lm")
