@@ -1,4 +1,5 @@
-"""The chapter's pretrained CLIP: trained in 7a, reused (from the local cache) by every later notebook.
+"""The chapter's pretrained models: the CLIP trained in 7a, reused (from the local cache) by every later
+notebook, and the ViLT trained in 7b, reused by 7j as its detector-free reference.
 
 Every model of this chapter starts, as in its paper, from a pretrained image encoder: ViLT and
 ALBEF from an ImageNet ViT, BLIP-2 from EVA-CLIP, LLaVA from CLIP. Our stand-in is the CLIP of
@@ -17,6 +18,8 @@ from ..scales import resolve_scale
 from ..train import History, fit
 from .clip import CLIP, build_clip, clip_retrieval_eval, clip_step
 from .data import CAPTION_TEMPLATES, ImageTextPairs, caption_vocabulary, make_pairs
+from .recipes import train_model
+from .vilt import VILT_TRAINING, ViLT, build_vilt, vilt_step
 
 # how the chapter's CLIP is trained at each scale (written once; 7a shows this table)
 CLIP_TRAINING: dict[str, dict] = {
@@ -75,3 +78,39 @@ def chapter_clip(scale: str, seed: int = 0, use_cache: bool = True) -> CLIP:
     model = cached_model(model, clip_cache_key(scale, seed), lambda m: train_clip(m, scale, seed, progress=False),
                          use_cache=use_cache)
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- the chapter's ViLT (7b -> 7j)
+def new_vilt(scale: str, seed: int = 0) -> ViLT:
+    """An untrained ViLT of the size :data:`vnotes.multimodal.vilt.VILT_TRAINING` gives for ``scale``."""
+    vocab = caption_vocabulary()
+    seed_everything(seed)
+    return build_vilt(vocab_size=len(vocab), pad_id=vocab.pad, **VILT_TRAINING[resolve_scale(scale)].get("overrides", {}))
+
+
+def train_vilt(model: ViLT, scale: str, pairs: ImageTextPairs | None = None, progress: bool | None = None) -> History:
+    """7b's recipe: ITM (image swaps) + MLM on the seen-combination pairs, AdamW with a one-cycle schedule."""
+    cfg = VILT_TRAINING[resolve_scale(scale)]
+    pairs = pairs if pairs is not None else make_pairs(cfg["n_train"], seed=0)
+    return train_model(model, (pairs.images, pairs.tokens, pairs.caption_id), vilt_step(caption_vocabulary()),
+                       epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"], weight_decay=0.01,
+                       precision="fp32", desc="ViLT", progress=progress)
+
+
+def vilt_cache_key(scale: str, seed: int = 0) -> str:
+    """The cache file name of the chapter's ViLT at ``scale`` (a hash of every setting)."""
+    scale = resolve_scale(scale)
+    return cache_key("07b_vilt", scale=scale, seed=seed, vocab=caption_vocabulary().itos, **VILT_TRAINING[scale])
+
+
+def chapter_vilt(scale: str, seed: int = 0, use_cache: bool = True, pairs: ImageTextPairs | None = None,
+                 progress: bool | None = None) -> tuple[ViLT, History | None]:
+    """7b's trained ViLT at ``scale`` and its training history (``None`` when it came from the cache).
+
+    ``use_cache=False`` always trains (7b does, to show the curves) and leaves the weights in the cache.
+    """
+    model = new_vilt(scale, seed)
+    history: list[History] = []
+    model = cached_model(model, vilt_cache_key(scale, seed),
+                         lambda m: history.append(train_vilt(m, scale, pairs, progress)), use_cache=use_cache)
+    return model.eval(), (history[0] if history else None)
