@@ -239,16 +239,20 @@ def test_moco_queue_is_fifo_with_wrap_around():
     assert moco.queue[:, 0].tolist() == [4.0, 6.0, 8.0, 10.0, 12.0] and int(moco.queue_ptr) == 0
 
 
-def test_moco_step_updates_key_encoder_by_momentum_and_enqueues_keys():
-    torch.manual_seed(0)
-    moco = MoCo(TinyEncoder(), projection_dim=4, queue_size=16, momentum=0.9, shuffle_groups=2)
-    opt = torch.optim.SGD([p for p in moco.parameters() if p.requires_grad], lr=0.5)
-    x = torch.rand(8, 3, 32, 32)
-    # one optimisation step so that query and key encoders differ
-    loss, _ = moco.training_step(x)
+def _one_sgd_step(method, x):
+    """One SGD step (lr 0.5) on the trainable parameters, so online and EMA weights differ afterwards."""
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
+    loss, _ = method.training_step(x)
     opt.zero_grad()
     loss.backward()
     opt.step()
+
+
+def test_moco_step_updates_key_encoder_by_momentum_and_enqueues_keys():
+    torch.manual_seed(0)
+    moco = MoCo(TinyEncoder(), projection_dim=4, queue_size=16, momentum=0.9, shuffle_groups=2)
+    x = torch.rand(8, 3, 32, 32)
+    _one_sgd_step(moco, x)  # so that query and key encoders differ
     before_k = [p.clone() for p in moco.key_encoder.parameters()]
     q_params = [p.clone() for p in moco.encoder.parameters()]
     moco.training_step(x)
@@ -277,12 +281,8 @@ def test_cosine_momentum_schedule_endpoints():
 def test_byol_target_is_an_ema_of_the_online_network():
     torch.manual_seed(2)
     byol = BYOL(TinyEncoder(), projection_dim=4, hidden_dim=8, base_momentum=0.8, total_steps=10)
-    opt = torch.optim.SGD([p for p in byol.parameters() if p.requires_grad], lr=0.5)
     x = torch.rand(8, 3, 32, 32)
-    loss, _ = byol.training_step(x)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    _one_sgd_step(byol, x)
     tau = byol.current_momentum()
     assert tau == pytest.approx(cosine_schedule(1, 10, 0.8, 1.0))
     before = [p.clone() for p in byol.target_projector.parameters()]
