@@ -605,3 +605,26 @@ def test_mae_init_is_xavier_uniform_or_keeps_the_encoder_weights():
     assert torch.all(mae.encoder.patch_embed.proj.bias == 0)
     with pytest.raises(ValueError, match="init"):
         MAE(ViT(image_size=16, patch_size=4, dim=16, depth=1, num_heads=2), init="normal")
+
+
+def test_fine_tune_trains_a_copy_end_to_end_and_reports_its_test_accuracy():
+    from vnotes.ssl.experiments import ReadoutClassifier, chapter_settings, fine_tune, load_ssl_data, make_encoder
+
+    data = load_ssl_data(n_pretrain=96, n_probe=64, n_test=40, n_val=32, config="vit")
+    torch.manual_seed(0)
+    encoder = make_encoder("vit", "smoke")
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    model, history, test_accuracy = fine_tune(encoder, data, "smoke", readout="mean")
+    assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())     # the source is untouched
+    tuned = model.encoder.state_dict()
+    assert not torch.equal(tuned["patch_embed.proj.weight"], before["patch_embed.proj.weight"])   # every weight trains
+    assert len(history["val_acc"]) == chapter_settings("smoke")["finetune_epochs"]
+    with torch.no_grad():
+        direct = (model.eval()(data.test_images).argmax(1) == data.test_labels).float().mean().item()
+    assert test_accuracy == pytest.approx(direct)
+    with pytest.raises(ValueError, match="n_labels"):
+        fine_tune(encoder, data, "smoke", n_labels=0)
+    with pytest.raises(ValueError, match="readout"):
+        ReadoutClassifier(encoder, "max", 6)
+    with pytest.raises(TypeError, match="head"):
+        ReadoutClassifier(TinyEncoder(), "cls", 6)
