@@ -350,7 +350,7 @@ def fine_tune(encoder: nn.Module, data: SSLData, scale: str, readout: str = "cls
         raise ValueError(f"n_labels={n_labels} must be at least 1")
     seed_everything(seed)
     model = ReadoutClassifier(copy.deepcopy(encoder), readout, len(data.class_names))
-    views = book_augment(32, scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0)
+    views = book_augment(data.probe_images.shape[-1], scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0)
     images, labels = data.probe_images[:n_labels], data.probe_labels[:n_labels]
     loader = TensorLoader(images, labels, batch_size=min(64, n_labels), shuffle=True, drop_last=True, seed=seed)
     val_loader = TensorLoader(data.val_images, data.val_labels, batch_size=500)
