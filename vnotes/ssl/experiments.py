@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from ..data import SHAPES, TensorLoader, WorldConfig, make_scenes
 from ..runtime import seed_everything
 from ..scales import by_scale, resolve_scale
-from ..train import History, fit
+from ..train import History, accuracy, fit
 from .augment import MultiCrop, ViewAugment
 from .evaluation import READOUTS, effective_rank, extract_features, knn_accuracy, linear_probe, normalized_std
 from .methods import BYOL, DINO, MoCo, SimCLR, SwAV, ssl_step
@@ -359,11 +359,7 @@ def fine_tune(encoder: nn.Module, data: SSLData, scale: str, readout: str = "cls
     history = fit(model, loader, optimizer=optimizer, epochs=epochs, step_fn=step, val_loader=val_loader,
                   scheduler=warmup_cosine(optimizer, epochs * len(loader)), precision="fp32", desc=desc)
     model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        predictions = torch.cat([model(data.test_images[i:i + 500].to(device)).argmax(1).cpu()
-                                 for i in range(0, data.test_images.shape[0], 500)])
-    return model, history, (predictions == data.test_labels).float().mean().item()
+    return model, history, accuracy(model, TensorLoader(data.test_images, data.test_labels, batch_size=500))
 
 
 def validation_score(metrics: dict[str, float]) -> float:
