@@ -628,3 +628,28 @@ def test_fine_tune_trains_a_copy_end_to_end_and_reports_its_test_accuracy():
         ReadoutClassifier(encoder, "max", 6)
     with pytest.raises(TypeError, match="head"):
         ReadoutClassifier(TinyEncoder(), "cls", 6)
+
+
+def test_load_or_pretrain_trains_once_then_reads_the_cache(tmp_path, monkeypatch):
+    from vnotes.ssl.experiments import load_or_pretrain, load_ssl_data, pretrained_cache_key, store_pretrained
+
+    monkeypatch.setenv("VNOTES_CACHE_DIR", str(tmp_path))
+    data = load_ssl_data(n_pretrain=128, n_probe=32, n_test=32, n_val=32, config="vit")
+    first = load_or_pretrain("mae", data, "smoke")
+    assert not first.loaded_from_cache
+    path = tmp_path / f"{pretrained_cache_key('mae', 'smoke')}.pt"
+    assert path.is_file()
+    second = load_or_pretrain("mae", data, "smoke")
+    assert second.loaded_from_cache
+    assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
+    # a page that trained the model itself stores it under the same key, and later pages read that
+    with torch.no_grad():
+        first.encoder.head.weight.add_(1.0)
+    store_pretrained("mae", first, "smoke")
+    third = load_or_pretrain("mae", data, "smoke")
+    assert torch.equal(third.encoder.head.weight, first.encoder.head.weight)
+    # the key follows the scale and the seed
+    assert len({pretrained_cache_key("mae", "smoke"), pretrained_cache_key("mae", "default"),
+                pretrained_cache_key("mae", "smoke", seed=1)}) == 3
+    with pytest.raises(ValueError, match="allowed"):
+        pretrained_cache_key("supervised", "smoke")

@@ -23,8 +23,8 @@ Changes from the papers' settings (:data:`vnotes.ssl.methods.PAPER_SETTINGS`), a
   worse on the validation split (see :data:`METHOD_SETTINGS`).
 
 Choices are made on the validation split (:attr:`SSLData.val_images`), never on the test split:
-MoCo's queue size (notebook 5b), the ViT readout -- [CLS] token or patch average -- for DINO and
-MAE (:func:`choose_readout`), and MAE's settings. The ResNet methods' settings were first fixed
+MoCo's queue size (notebook 5b), the ViT readout -- [CLS] token or patch average -- for DINO, MAE
+and the supervised ViT (:func:`choose_readout`), and MAE's settings. The ResNet methods' settings were first fixed
 before the split existed, by looking at test accuracy; they were then re-checked on a small grid on
 validation (numbers beside :data:`METHOD_SETTINGS`): SimCLR's and BYOL's held, SwAV's temperature
 moved from the paper's 0.1 to 0.2.
@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import cache_dir, cache_key, cached_model, save_checkpoint
 from ..data import SHAPES, TensorLoader, WorldConfig, make_scenes
 from ..runtime import seed_everything
 from ..scales import by_scale, resolve_scale
@@ -268,6 +269,35 @@ def pretrain(name: str, data: SSLData, scale: str, seed: int = 0, desc: str | No
     return model, history
 
 
+def pretrained_cache_key(name: str, scale: str, seed: int = 0) -> str:
+    """The cache file name of method ``name`` pre-trained by :func:`pretrain` at ``scale`` (a hash of every setting)."""
+    if name not in METHOD_SETTINGS or name.startswith("supervised"):
+        raise ValueError(f"method={name!r} is unknown; allowed: {[m for m in METHOD_SETTINGS if not m.startswith('supervised')]}")
+    scale = resolve_scale(scale)
+    cfg = METHOD_SETTINGS[name]
+    return cache_key(f"05_{name}", scale=scale, seed=seed, method=cfg, chapter=chapter_settings(scale),
+                     world=WORLDS[cfg["encoder"]])
+
+
+def store_pretrained(name: str, model: nn.Module, scale: str, seed: int = 0) -> None:
+    """Write a model :func:`pretrain` returned to the local model cache, for later pages (written atomically)."""
+    save_checkpoint(cache_dir() / f"{pretrained_cache_key(name, scale, seed)}.pt", {"model": model.state_dict()})
+
+
+def load_or_pretrain(name: str, data: SSLData, scale: str, seed: int = 0, use_cache: bool = True) -> nn.Module:
+    """Method ``name`` as :func:`pretrain` leaves it: from the local model cache if a page stored it, else trained now.
+
+    ``data`` must be the chapter's data for the method's encoder family at ``scale`` (the cache key
+    assumes it). ``model.loaded_from_cache`` says which happened.
+    """
+    def train(model: nn.Module) -> None:
+        trained, _ = pretrain(name, data, scale, seed=seed)
+        model.load_state_dict(trained.state_dict())
+
+    model = build_method(name, scale, total_steps=1)
+    return cached_model(model, pretrained_cache_key(name, scale, seed), train, use_cache=use_cache).eval()
+
+
 def train_supervised(data: SSLData, scale: str, kind: str = "resnet", seed: int = 0) -> tuple[nn.Module, History]:
     """The upper baseline: the same encoder trained with the labels (cross-entropy), on crop + flip views."""
     name = "supervised" if kind == "resnet" else "supervised_vit"
@@ -418,7 +448,7 @@ CHAPTER_METHODS: dict[str, tuple[str, str, str]] = {
     "dino": ("05e_dino", "DINO", "vit"),
     "mae": ("05f_mae", "MAE", "vit"),
     "supervised": ("05a_contrastive", "supervised (labels)", "resnet"),
-    "supervised_vit": ("05f_mae", "supervised ViT (labels)", "vit"),
+    "supervised_vit": ("05g_ranking", "supervised ViT (labels)", "vit"),
 }
 RANDOM_BASELINES: dict[str, tuple[str, str]] = {"resnet": ("05a_contrastive", "random_init"),
                                                  "vit": ("05f_mae", "vit_random_init")}
