@@ -53,6 +53,11 @@ def cache_dir() -> Path:
     return Path("vnotes_cache")
 
 
+def cache_path(key: str) -> Path:
+    """Where the model cached under ``key`` lives: ``<cache_dir()>/<key>.pt``."""
+    return cache_dir() / f"{key}.pt"
+
+
 def cache_key(name: str, **settings: Any) -> str:
     """A file name for a trained model: its name plus a hash of every setting that shaped it."""
     blob = json.dumps(settings, sort_keys=True, default=str)
@@ -64,7 +69,7 @@ def cached_model(model: nn.Module, key: str, train: Callable[[nn.Module], Any], 
 
     Returns the model; ``model.loaded_from_cache`` says which happened.
     """
-    path = cache_dir() / f"{key}.pt"
+    path = cache_path(key)
     if use_cache and path.is_file():
         model.load_state_dict(load_checkpoint(path)["model"])
         model.loaded_from_cache = True

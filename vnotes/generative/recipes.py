@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import cache_key, cached_model
+from ..checkpoint import cache_key, cache_path, cached_model, save_checkpoint
 from ..data.digits import Digits, load_digits
 from ..data.loader import TensorLoader
 from ..runtime import pick_device, seed_everything
@@ -320,9 +320,7 @@ def train_and_cache(name: str, data: dict[str, Digits], scale: str, **kw: Any) -
 
 def store(name: str, model: nn.Module, scale: str) -> None:
     """Put a model trained in a notebook (e.g. with extra monitoring) into the cache, for :func:`load_or_train`."""
-    from ..checkpoint import cache_dir, save_checkpoint
-
-    save_checkpoint(cache_dir() / f"{cache_name(name, scale)}.pt", {"model": model.state_dict()})
+    save_checkpoint(cache_path(cache_name(name, scale)), {"model": model.state_dict()})
 
 
 def load_or_train(name: str, data: dict[str, Digits], scale: str, **kw: Any) -> nn.Module:

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import cache_dir, cache_key, cached_model, save_checkpoint
+from ..checkpoint import cache_key, cache_path, cached_model, save_checkpoint
 from ..data import SHAPES, TensorLoader, WorldConfig, make_scenes
 from ..runtime import seed_everything
 from ..scales import by_scale, resolve_scale
@@ -281,7 +281,7 @@ def pretrained_cache_key(name: str, scale: str, seed: int = 0) -> str:
 
 def store_pretrained(name: str, model: nn.Module, scale: str, seed: int = 0) -> None:
     """Write a model :func:`pretrain` returned to the local model cache, for later pages (written atomically)."""
-    save_checkpoint(cache_dir() / f"{pretrained_cache_key(name, scale, seed)}.pt", {"model": model.state_dict()})
+    save_checkpoint(cache_path(pretrained_cache_key(name, scale, seed)), {"model": model.state_dict()})
 
 
 def load_or_pretrain(name: str, data: SSLData, scale: str, seed: int = 0, use_cache: bool = True) -> nn.Module:
