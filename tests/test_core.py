@@ -82,6 +82,27 @@ def test_cached_model(tmp_path, monkeypatch):
     assert cache_key("lin", width=2) != cache_key("lin", width=3)
 
 
+def test_cache_key_changes_with_the_code_and_torch(tmp_path, monkeypatch):
+    """A model cached by older code (or another torch) is never served: the key covers both."""
+    import shutil
+
+    from vnotes import checkpoint
+
+    copy = tmp_path / "vnotes"
+    shutil.copytree(checkpoint.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(checkpoint, "PACKAGE_DIR", copy)
+    before = cache_key("clip", width=2)
+    assert cache_key("clip", width=2) == before, "the key is deterministic"
+    train_code = copy / "train.py"
+    train_code.write_text(train_code.read_text() + "\n# a changed training loop\n")
+    after_edit = cache_key("clip", width=2)
+    assert after_edit != before, "editing vnotes/train.py must change every cache key"
+    (copy / "multimodal" / "new_tower.py").write_text("X = 1\n")
+    assert cache_key("clip", width=2) != after_edit, "a new module in a subpackage changes the key too"
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert cache_key("clip", width=2) not in (before, after_edit), "another torch version changes the key"
+
+
 def test_tensor_loader():
     x = torch.arange(10).float()
     loader = TensorLoader(x, x * 2, batch_size=4, shuffle=True, seed=1)

@@ -63,7 +63,7 @@ class _Elements(HTMLParser):
             self.stack.pop()
 
 
-PAGES = [f for f in toc_files()]
+PAGES = [f for f in toc_files()] + ["build_status"]  # the status page is added by the build
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +99,25 @@ def test_page_renders_cleanly(built, page):
     _chromium(f"--screenshot={shot}", "--window-size=1280,2400", html_file.as_uri())
     assert shot.exists() and shot.stat().st_size > 10_000, f"no usable screenshot of {page}"
     if (THRESHOLDS / f"{name}.toml").exists():
+        # the build's cost line near the top: scale, wall time, machine, date (written by tools/build_book.py)
+        cost = re.search(r'<div class="[^"]*vnotes-cost[^"]*">(.*?)</div>', source, re.S)
+        assert cost, f"{page}: no 'What this page cost' note (the build writes it under the title)"
+        text = re.sub(r"<[^>]+>", "", cost.group(1))
+        assert re.search(r"Executed at scale \w+ in [\d.]+ (s|min) of wall time on .+torch [\d.]+, on \d{4}-\d\d-\d\d", text), (
+            f"{page}: the cost note lacks its scale, time, machine or date: {text!r}")
+        assert source.index("vnotes-cost") < source.index("cell_output"), f"{page}: the cost note is not near the top"
         want = thresholds(name).get("page", {}).get("min_figures", 1)
         assert seen.figures >= want, f"{page}: {seen.figures} figures shown, expected at least {want}"
     for href in seen.links:
         target = (html_file.parent / href.split("#")[0]).resolve()
         if href.split("#")[0]:
             assert target.exists(), f"{page}: broken link {href}"
+
+
+def test_status_page_lists_every_chapter_with_its_time(built):
+    status = (built / "build_status.html").read_text()
+    for page in toc_files():
+        if page.startswith("chapters/"):
+            name = Path(page).name
+            row = re.search(rf"{name}</span></a></p></td>\s*<td><p>([\d.]+)</p></td>", status)
+            assert row, f"build_status: no execution time for {name}"

@@ -14,7 +14,7 @@ if "google.colab" in sys.modules or os.environ.get("VNOTES_PIP_SOURCE"):
 
 # %% tags=["parameters"]
 import os
-scale = os.environ.get("VNOTES_SCALE", "default")  # "smoke" (seconds), "default" (CPU, ~90 s), "full" (GPU)
+scale = os.environ.get("VNOTES_SCALE", "default")  # "smoke" (seconds), "default" (2-core CPU, up to 150 s), "full" (GPU)
 
 # %%
 import torch

@@ -2,8 +2,9 @@
 
 A chapter that needs a model trained in an earlier chapter trains it itself at the scale's
 size, or takes it from this cache when an earlier run left it there. The cache key includes
-the scale and every setting, and training is seeded, so the result does not depend on which
-of the two happened. Nothing is ever downloaded.
+the scale, every setting, a digest of the whole ``vnotes`` source and the torch version, and
+training is seeded, so the result does not depend on which of the two happened, and changed
+code is never served a model trained by the old one. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
@@ -58,9 +59,27 @@ def cache_path(key: str) -> Path:
     return cache_dir() / f"{key}.pt"
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def code_digest(package_dir: str | os.PathLike | None = None) -> str:
+    """sha256 over every ``.py`` file of the package (paths and contents): changes whenever any code does."""
+    root = Path(package_dir if package_dir is not None else PACKAGE_DIR)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def cache_key(name: str, **settings: Any) -> str:
-    """A file name for a trained model: its name plus a hash of every setting that shaped it."""
-    blob = json.dumps(settings, sort_keys=True, default=str)
+    """A file name for a trained model: its name plus a hash of every setting that shaped it.
+
+    The hash also covers :func:`code_digest` (the definition and training code of every model
+    lives in this package) and the torch version, so a model is never reused across code changes.
+    """
+    blob = json.dumps({"settings": settings, "code": code_digest(), "torch": torch.__version__},
+                      sort_keys=True, default=str)
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 

@@ -1,7 +1,8 @@
 """Scale presets shared by every chapter: ``smoke``, ``default`` and ``full``.
 
 * ``smoke``   -- seconds per notebook; what CI runs under nbval to prove every cell executes.
-* ``default`` -- the CPU book: each notebook within about 90 s on a 2-core machine,
+* ``default`` -- the CPU book: each notebook within 150 s on the slower 2-core machine of the build
+  (an AMD EPYC without AMX; about 75 s on the Intel one),
   reaching the chapter's quality targets.
 * ``full``    -- for a GPU: more data, bigger models, longer training.
 

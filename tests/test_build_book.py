@@ -1,0 +1,148 @@
+"""tools/build_book.py: dependency order, keys that change with what a page depends on, incremental runs."""
+import importlib.util
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bookinfo import ROOT, chapter_notebooks
+
+spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
+bb = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bb)
+
+# a call in a page's code that reads a model (or metric files) another page leaves behind
+SHARED_CALLS = {
+    "clip": r"\bchapter_clip\(",
+    "vilt": r"\bchapter_vilt\((?![^)]*use_cache=False)",
+    "generative": r"\bload_or_train\(",
+    "ssl": r"\b(load_or_pretrain|chapter_ranking)\(",
+}
+
+
+def _code(nb: Path) -> str:
+    cells = json.loads(nb.read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+def test_every_page_that_reads_a_shared_model_waits_for_its_owner():
+    for nb in chapter_notebooks():
+        code = _code(nb)
+        for name, pattern in SHARED_CALLS.items():
+            info = bb.SHARED_MODELS[name]
+            uses = bool(re.search(pattern, code))
+            if nb.stem in info["owner"]:
+                continue
+            assert uses == (nb.stem in info["users"]), (
+                f"{nb.stem} {'reads' if uses else 'does not read'} {info['what']}: "
+                f"tools/build_book.py SHARED_MODELS[{name!r}]['users'] must {'list' if uses else 'not list'} it")
+            if uses:
+                assert set(info["owner"]) <= bb.DEPENDS_ON[nb.stem]
+
+
+def test_shared_model_pages_exist_in_the_toc():
+    stems = set(bb.toc_notebooks())
+    for info in bb.SHARED_MODELS.values():
+        assert set(info["owner"]) | set(info["users"]) <= stems
+
+
+def _fake_book(tmp_path, monkeypatch, stems, depends):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    for s in stems:
+        (chapters / f"{s}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
+                                                         "nbformat_minor": 5, "note": s}))
+    monkeypatch.setattr(bb, "CHAPTERS", chapters)
+    monkeypatch.setattr(bb, "BUILD", tmp_path / "_build")
+    monkeypatch.setattr(bb, "RUNTIMES_JSON", tmp_path / "runtimes.json")
+    monkeypatch.setattr(bb, "DEPENDS_ON", depends)
+    monkeypatch.setattr(bb, "machine", lambda: {"cpu": "test CPU", "cores": 2, "gpu": None, "threads": 1,
+                                                "torch": "0"})
+    monkeypatch.setenv("VNOTES_METRICS_DIR", str(tmp_path / "metrics"))
+    log: list[tuple[str, str, float]] = []
+    lock = threading.Lock()
+
+    def run_page(stem, scale, timeout):  # a page that takes 50 ms and leaves its notebook and metrics
+        with lock:
+            log.append(("start", stem, time.perf_counter()))
+        time.sleep(0.05)
+        out = bb.executed_path(stem, scale)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text((chapters / f"{stem}.ipynb").read_text())
+        metrics = tmp_path / "metrics" / scale / f"{stem}.json"
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_text("{}")
+        with lock:
+            log.append(("end", stem, time.perf_counter()))
+        return True, 0.05, ""
+
+    monkeypatch.setattr(bb, "_run_page", run_page)
+    return chapters, log
+
+
+def test_parallel_execution_respects_dependencies_and_reruns_only_what_changed(tmp_path, monkeypatch):
+    stems = ["a_owner", "b_user", "c_user", "d_free", "e_free"]
+    depends = {"b_user": {"a_owner"}, "c_user": {"a_owner"}}
+    chapters, log = _fake_book(tmp_path, monkeypatch, stems, depends)
+
+    records = bb.execute(stems, "smoke", jobs=2, timeout=60)
+    assert set(records) == set(stems) and all(r["ok"] for r in records.values())
+    when = {(kind, stem): t for kind, stem, t in log}
+    for user in ("b_user", "c_user"):
+        assert when[("start", user)] >= when[("end", "a_owner")], f"{user} started before its owner finished"
+    starts = sorted(t for kind, _, t in log if kind == "start")
+    ends = sorted(t for kind, _, t in log if kind == "end")
+    assert starts[1] < ends[0], "two pages should run at the same time with jobs=2"
+    assert json.loads((tmp_path / "_build" / "execution-smoke.json").read_text())["executed"]
+
+    log.clear()
+    records = bb.execute(stems, "smoke", jobs=2, timeout=60)
+    assert log == [] and all(r["reused"] for r in records.values()), "nothing changed: nothing runs"
+
+    (chapters / "a_owner.ipynb").write_text((chapters / "a_owner.ipynb").read_text().replace("a_owner", "A"))
+    bb.execute(stems, "smoke", jobs=2, timeout=60)
+    rerun = {stem for kind, stem, _ in log if kind == "start"}
+    assert rerun == {"a_owner", "b_user", "c_user"}, "a changed page re-executes with the pages that wait for it"
+
+
+def test_a_failed_page_skips_its_dependents_and_fails_the_build(tmp_path, monkeypatch):
+    stems = ["a_owner", "b_user", "d_free"]
+    _, log = _fake_book(tmp_path, monkeypatch, stems, {"b_user": {"a_owner"}})
+    ok_run = bb._run_page
+    monkeypatch.setattr(bb, "_run_page", lambda s, sc, t: (False, 0.01, "boom") if s == "a_owner" else ok_run(s, sc, t))
+    with pytest.raises(SystemExit, match="a_owner, b_user"):
+        bb.execute(stems, "smoke", jobs=2, timeout=60)
+    assert {stem for kind, stem, _ in log if kind == "start"} == {"d_free"}
+
+
+def test_page_key_follows_the_package_and_torch(tmp_path, monkeypatch):
+    stems = ["a_owner", "b_user"]
+    _fake_book(tmp_path, monkeypatch, stems, {"b_user": {"a_owner"}})
+    first = bb.page_keys(stems, "default")
+    assert first == bb.page_keys(stems, "default")
+    assert bb.page_keys(stems, "smoke") != first
+    monkeypatch.setattr(bb, "package_digest", lambda: "changed vnotes")
+    assert all(bb.page_keys(stems, "default")[s] != first[s] for s in stems)
+
+
+def test_cost_line_says_scale_time_machine_date_and_the_other_scales():
+    meta = {"scale": "default", "seconds": 84.2, "date": "2026-12-02", "jobs": 2,
+            "machine": {"cpu": "AMD EPYC", "cores": 2, "gpu": None, "threads": 1, "torch": "2.14.1"}}
+    line = bb.cost_line("07c_albef", meta, {"07c_albef": 9.6}, {"full": {}})
+    for part in ("`default`", "84 s", "AMD EPYC", "torch 2.14.1", "2026-12-02", "`smoke` 10 s", "`full` not measured",
+                 "CLIP", "vnotes-cost"):
+        assert part in line, f"{part!r} missing from the cost line:\n{line}"
+    owner = bb.cost_line("07a_clip", meta, {}, {})
+    assert "includes training" in owner and "7c" in owner
+
+
+def test_smoke_times_come_from_the_nbval_report(tmp_path, monkeypatch):
+    junit = tmp_path / "j.xml"
+    junit.write_text('<testsuites><testsuite><testcase classname="chapters.01_optimization.ipynb" name="Cell 0" '
+                     'time="1.5"/><testcase classname="chapters.01_optimization.ipynb" name="Cell 1" time="2.0"/>'
+                     '<testcase classname="tests.test_core" name="x" time="9"/></testsuite></testsuites>')
+    monkeypatch.setattr(bb, "SMOKE_JUNIT", junit)
+    assert bb.smoke_seconds() == {"01_optimization": 3.5}
