@@ -18,7 +18,7 @@ import importlib
 E = importlib.import_module("vnotes.cnn.efficientnet")     # (the package exports no builder of these names)
 G = importlib.import_module("vnotes.cnn.ghostnet")
 GN = importlib.import_module("vnotes.cnn.googlenet")
-from vnotes.cnn.profile import count_macs
+from vnotes.cnn.profile import count_macs  # noqa: E402 (after the modules imported by name above)
 
 torch.manual_seed(0)
 

@@ -1,12 +1,10 @@
 """The shared core: scales, runtime, recording, checkpoints, the training loop."""
 import json
-import os
 
 import pytest
 import torch
 from torch import nn
 
-import vnotes
 from vnotes.checkpoint import cache_key, cached_model, load_checkpoint, save_checkpoint
 from vnotes.data import TensorLoader
 from vnotes.record import Recorder
@@ -213,3 +211,14 @@ def test_fit_stops_on_divergence():
     opt = torch.optim.SGD(model.parameters(), lr=1e6)
     hist = fit(model, TensorLoader(x * 100, y, batch_size=32), optimizer=opt, epochs=5, device="cpu", verbose=False)
     assert hist.epochs_run < 5
+
+
+def test_show_table_displays_once_and_keeps_bars_inside_cells(capsys):
+    from vnotes.plot import show_table, table_markdown
+
+    md = table_markdown([{"max |a - b|": 0.5, "norm": "|x|"}], title="t")
+    assert md.splitlines() == ["**t**", "", "| max \\|a - b\\| | norm |", "|---|---|", "| 0.500 | \\|x\\| |"]
+    # returns nothing: a cell that ends with show_table(...) must not print the Markdown a second time
+    assert show_table([{"a": 1}]) is None
+    with pytest.raises(ValueError, match="no rows"):
+        table_markdown([])

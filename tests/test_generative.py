@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from vnotes.generative import (GaussianDiffusion, Judge, UNet, judge_report)

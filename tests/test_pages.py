@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bookinfo import BUILD, ROOT, THRESHOLDS, thresholds, toc_files
+from bookinfo import BUILD, THRESHOLDS, thresholds, toc_files
 
 pytestmark = pytest.mark.book
 HTML = BUILD / "html"

@@ -65,8 +65,10 @@ def _pair(cls_ours, cls_ref, c, **kw):
     if ours.affine:
         with torch.no_grad():
             w, b = torch.randn(c), torch.randn(c)
-            ours.weight.copy_(w); ref.weight.copy_(w)
-            ours.bias.copy_(b); ref.bias.copy_(b)
+            ours.weight.copy_(w)
+            ref.weight.copy_(w)
+            ours.bias.copy_(b)
+            ref.bias.copy_(b)
     return ours, ref
 
 

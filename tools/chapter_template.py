@@ -6,7 +6,8 @@
 
 # %% tags=["hide-input"]
 # In Colab: install vnotes from the repository (does nothing anywhere else).
-import os, sys
+import os
+import sys
 if "google.colab" in sys.modules or os.environ.get("VNOTES_PIP_SOURCE"):
     import subprocess
     source = os.environ.get("VNOTES_PIP_SOURCE", "vnotes @ git+https://github.com/vnotes-book/vnotes")
@@ -17,8 +18,7 @@ import os
 scale = os.environ.get("VNOTES_SCALE", "default")  # "smoke" (seconds), "default" (2-core CPU, up to 150 s), "full" (GPU)
 
 # %%
-import torch
-from vnotes import Recorder, by_scale, describe, pick_device, resolve_scale, seed_everything
+from vnotes import Recorder, describe, pick_device, resolve_scale
 
 scale = resolve_scale(scale)
 device = pick_device()

@@ -150,8 +150,8 @@ def scatter_2d(points: Any, labels: Any = None, *, class_names: Sequence[str] | 
     return ax
 
 
-def show_table(rows: Sequence[Mapping[str, Any]], *, floatfmt: str = ".3f", title: str | None = None) -> str:
-    """Display a list of dicts as a Markdown table (rendered in the book) and return the Markdown."""
+def table_markdown(rows: Sequence[Mapping[str, Any]], *, floatfmt: str = ".3f", title: str | None = None) -> str:
+    """A list of dicts as a Markdown table (columns in order of first appearance), with an optional bold title."""
     if not rows:
         raise ValueError("show_table got no rows")
     cols = list(rows[0].keys())
@@ -161,17 +161,23 @@ def show_table(rows: Sequence[Mapping[str, Any]], *, floatfmt: str = ".3f", titl
     def fmt(v):
         if isinstance(v, float):
             return format(v, floatfmt)
-        return "" if v is None else str(v)
+        return "" if v is None else str(v).replace("|", "\\|")
 
-    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    head = [str(c).replace("|", "\\|") for c in cols]  # a literal bar (|x|) would split a column
+    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    md = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def show_table(rows: Sequence[Mapping[str, Any]], *, floatfmt: str = ".3f", title: str | None = None) -> None:
+    """Display a list of dicts as a table (rendered as HTML in the book); returns nothing, so a cell that
+    ends with it shows the table once. :func:`table_markdown` gives the Markdown text."""
+    md = table_markdown(rows, floatfmt=floatfmt, title=title)
     try:
         from IPython.display import Markdown, display
         display(Markdown(md))
     except ImportError:  # plain Python: print it
         print(md)
-    return md
 
 
 def show_source(obj: Callable | type, *, lines: tuple[int, int] | None = None) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ from torch import nn
 
 from .data import TensorLoader, load_digits
 from .runtime import pick_device, seed_everything
+
+if TYPE_CHECKING:
+    import numpy as np
 from .train import EarlyStopping, History, fit
 
 

@@ -173,7 +173,7 @@ class QFormer(nn.Module):
 
     def stage1_loss(self, image: Tensor, ids: Tensor, text_id: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """ITC + ITM + ITG of BLIP-2's representation stage (``ids`` start with [BOS])."""
-        B, Q = image.shape[0], self.num_queries
+        Q = self.num_queries
         # ITC: uni-modal mask; text [CLS] = the first text token (here [CLS] replaces [BOS])
         cls_ids = ids.clone()
         cls_ids[:, 0] = self.vocab.cls

@@ -5,7 +5,6 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from torch import Tensor
 
 from ..data import SHAPES

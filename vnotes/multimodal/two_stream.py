@@ -551,7 +551,6 @@ class OSCAR(RegionVLModel):
 
     def mask_inputs(self, ids, tags, region_pad, vocab, generator):
         # masked token loss over the "dictionary view" h = [w; q]: words and tags alike; no region masking
-        L, R = ids.shape[1], tags.shape[1]
         h = torch.cat([ids, tags], 1)
         masked, labels = mask_tokens(h.cpu(), (h >= FIRST_WORD).cpu(), mask_id=vocab.mask,
                                      random_ids=(FIRST_WORD, len(vocab)), prob=0.15, generator=generator)
