@@ -146,3 +146,25 @@ def test_smoke_times_come_from_the_nbval_report(tmp_path, monkeypatch):
                      '<testcase classname="tests.test_core" name="x" time="9"/></testsuite></testsuites>')
     monkeypatch.setattr(bb, "SMOKE_JUNIT", junit)
     assert bb.smoke_seconds() == {"01_optimization": 3.5}
+
+
+@pytest.mark.slow
+def test_a_hung_page_is_killed_and_run_again(tmp_path, monkeypatch):
+    """A kernel that stops using the CPU is taken for hung: killed, retried once, then reported."""
+    def notebook(stem, code):
+        cell = {"cell_type": "code", "execution_count": None, "id": "c", "metadata": {}, "outputs": [], "source": code}
+        (tmp_path / f"{stem}.ipynb").write_text(json.dumps(
+            {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                          "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}))
+
+    notebook("quick", "x = sum(range(1000))")
+    notebook("stuck", "import time\ntime.sleep(600)")
+    monkeypatch.setattr(bb, "CHAPTERS", tmp_path)
+    monkeypatch.setattr(bb, "BUILD", tmp_path / "_build")
+    monkeypatch.setattr(bb, "HANG_SECONDS", 4)
+    ok, _, _ = bb._run_page("quick", "smoke", timeout=60)
+    assert ok and bb.executed_path("quick", "smoke").exists()
+    t = time.perf_counter()
+    ok, _, log = bb._run_page("stuck", "smoke", timeout=60)
+    assert not ok and "hung" in log and "attempt 2" in log
+    assert time.perf_counter() - t < 60, "the hang was not detected in time"

@@ -28,8 +28,10 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -155,8 +157,14 @@ def _execute_one(src: Path, dst: Path, timeout: int) -> None:
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(src, as_version=4)
+    t0 = time.perf_counter()
+
+    def executed(cell, cell_index, execute_reply):  # progress in the page's log: where a stuck page stopped
+        print(f"{time.perf_counter() - t0:7.1f} s  cell {cell_index} {execute_reply['content']['status']}",
+              file=sys.stderr, flush=True)
+
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
-                            resources={"metadata": {"path": str(src.parent)}})
+                            resources={"metadata": {"path": str(src.parent)}}, on_cell_executed=executed)
     failed = None
     try:
         client.execute()
@@ -172,12 +180,73 @@ def _execute_one(src: Path, dst: Path, timeout: int) -> None:
         sys.exit(1)
 
 
-def _run_page(stem: str, scale: str, timeout: int) -> tuple[bool, float, str]:
+HANG_SECONDS = 120
+"""A page whose processes use no CPU for this long is hung (the book's cells never wait on anything but the CPU)."""
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU time used so far by process ``root`` and all its live descendants (the page's runner and kernel)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])  # ppid; utime and stime are fields 14 and 15 of /proc/PID/stat
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for pid in cpu:
+        p = pid
+        while p in parent and p != root:
+            p = parent[p]
+        if p == root:
+            total += cpu[pid]
+    return total
+
+
+def _run_page(stem: str, scale: str, timeout: int, attempts: int = 2) -> tuple[bool, float, str]:
+    """Execute one page in a child process; a page that hangs (no CPU use for HANG_SECONDS) is killed and run again.
+
+    Headless kernels very occasionally stop answering with both sides idle (seen here once in 36 pages,
+    mid-notebook); the retry re-executes the page from a fresh kernel, so its outputs are a full clean run.
+    """
     dst = executed_path(stem, scale)
+    log = ""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--_execute-one", str(CHAPTERS / f"{stem}.ipynb"), str(dst),
-                           "--timeout", str(timeout)], capture_output=True, text=True)
-    return proc.returncode == 0, time.perf_counter() - start, (proc.stderr or proc.stdout)[-3000:]
+    for attempt in range(1, attempts + 1):
+        proc = subprocess.Popen([sys.executable, __file__, "--_execute-one", str(CHAPTERS / f"{stem}.ipynb"), str(dst),
+                                 "--timeout", str(timeout)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        output: list[str] = []
+        reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+        reader.start()
+        samples: list[tuple[float, float]] = []  # (time, CPU seconds of the runner and its kernel)
+        hung = False
+        while proc.poll() is None:
+            time.sleep(2)
+            if not Path("/proc/self/stat").exists():  # no /proc (not Linux): no watchdog
+                continue
+            now = time.monotonic()
+            samples = [s for s in samples if now - s[0] <= HANG_SECONDS + 3] + [(now, _tree_cpu_seconds(proc.pid))]
+            # hung: a whole window in which the page used almost no CPU (a working page uses ~100% of a core;
+            # an idle kernel and its client still tick a little: heartbeats, event loops)
+            idle_cpu = max(0.02 * HANG_SECONDS, 0.5)
+            if now - samples[0][0] >= HANG_SECONDS and samples[-1][1] - samples[0][1] < idle_cpu:
+                hung = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        reader.join(timeout=5)
+        log = "".join(output)[-3000:]
+        if not hung:
+            return proc.returncode == 0, time.perf_counter() - start, log
+        log = f"hung (no CPU use for {HANG_SECONDS} s) on attempt {attempt}; " + log
+        print(f"  {stem}: hung on attempt {attempt} of {attempts} (no CPU use for {HANG_SECONDS} s); "
+              + ("running it again" if attempt < attempts else "giving up"), flush=True)
+        start = time.perf_counter()  # the page's cost is its clean run, not the hang
+    return False, time.perf_counter() - start, log
 
 
 def _expected_seconds(scale: str) -> dict[str, float]:
@@ -229,7 +298,7 @@ def execute(stems: list[str], scale: str, jobs: int, timeout: int, force: bool =
     for stem in needed:
         meta = _build_meta(executed_path(stem, scale))
         fresh = (meta.get("key") == keys[stem] and meta.get("ok") and (metrics_dir / f"{stem}.json").exists())
-        if fresh and not force:
+        if fresh and not (force and stem in stems):  # --force re-runs the pages asked for, not their prerequisites
             records[stem] = {**meta, "reused": True}
         else:
             todo.append(stem)
