@@ -14,7 +14,7 @@ export VNOTES_PROGRESS := 0
 export VNOTES_METRICS_DIR := $(CURDIR)/_build/metrics
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv book test unit notebooks pages bench clean
+.PHONY: venv lint book test unit notebooks pages bench clean
 
 # The ipywidgets JavaScript for the static pages, fetched from the npm registry at build time
 # (never committed): saved widget state then renders offline, without a CDN.
@@ -55,6 +55,12 @@ book: $(STAMP) $(WIDGETS_JS) $(MATHJAX_JS)
 	VNOTES_SCALE=default OMP_NUM_THREADS=1 $(BIN)/python tools/build_book.py --scale default --jobs $(JOBS)
 	@echo "Open _build/html/index.html in a browser (or: python -m http.server -d _build/html)."
 
+# One style without anyone's attention: ruff's linter and formatter over the package, tests, tools and
+# notebooks (pyproject.toml). `$(BIN)/ruff format . && $(BIN)/ruff check --fix .` applies them.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not book" -n 2 --dist loadfile
 
@@ -71,7 +77,7 @@ pages: $(STAMP)
 
 # The stages in order, each one's wall time printed (the benchmark report quotes them).
 test:
-	@for step in venv unit notebooks book pages; do start=$$(date +%s); \
+	@for step in venv lint unit notebooks book pages; do start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$step || exit 1; \
 	  echo "== make $$step: $$(( $$(date +%s) - start )) s"; done
 

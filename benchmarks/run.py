@@ -9,6 +9,7 @@
     .venv/bin/python benchmarks/run.py --scales smoke default full --only 01_optimization
     .venv/bin/python benchmarks/run.py --skip-notebooks --loop-device cuda --workloads vit ddpm
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 REPORT_JSON = ROOT / "benchmarks" / "report.json"
 REPORT_MD = ROOT / "benchmarks" / "REPORT.md"
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0}  # dense, per vendor sheets
+PEAK_BF16_TFLOPS = {
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L4": 121.0,
+    "T4": 65.0,
+}  # dense, per vendor sheets
 
 
 def time_notebooks(scales: list[str], only: list[str] | None) -> list[dict]:
@@ -41,23 +48,60 @@ def time_notebooks(scales: list[str], only: list[str] | None) -> list[dict]:
             continue
         for scale in scales:
             with tempfile.TemporaryDirectory() as tmp:
-                env = dict(os.environ, VNOTES_PROGRESS="0", VNOTES_METRICS_DIR=str(Path(tmp) / "metrics"))
+                env = dict(
+                    os.environ,
+                    VNOTES_PROGRESS="0",
+                    VNOTES_METRICS_DIR=str(Path(tmp) / "metrics"),
+                )
                 t0 = time.perf_counter()
-                proc = subprocess.run([str(Path(sys.executable).parent / "papermill"), str(nb), str(Path(tmp) / "out.ipynb"),
-                                       "-p", "scale", scale, "--cwd", str(nb.parent)],
-                                      env=env, capture_output=True, text=True)
+                proc = subprocess.run(
+                    [
+                        str(Path(sys.executable).parent / "papermill"),
+                        str(nb),
+                        str(Path(tmp) / "out.ipynb"),
+                        "-p",
+                        "scale",
+                        scale,
+                        "--cwd",
+                        str(nb.parent),
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 seconds = time.perf_counter() - t0
-            rows.append({"notebook": nb.stem, "scale": scale, "seconds": round(seconds, 1), "ok": proc.returncode == 0})
-            print(f"{nb.stem:32s} {scale:8s} {seconds:7.1f} s {'ok' if proc.returncode == 0 else 'FAILED'}", flush=True)
+            rows.append(
+                {
+                    "notebook": nb.stem,
+                    "scale": scale,
+                    "seconds": round(seconds, 1),
+                    "ok": proc.returncode == 0,
+                }
+            )
+            print(
+                f"{nb.stem:32s} {scale:8s} {seconds:7.1f} s {'ok' if proc.returncode == 0 else 'FAILED'}",
+                flush=True,
+            )
     return rows
 
 
 def _conv_model(width: int = 32) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.BatchNorm2d(4 * width), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 6))
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+        nn.BatchNorm2d(4 * width),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, 6),
+    )
 
 
 # --------------------------------------------------------------------------- workloads
@@ -72,7 +116,12 @@ def _classify(model: nn.Module, batch) -> torch.Tensor:
 
 def _w_cnn(full: bool):
     width = 64 if full else 32
-    return _conv_model(width), _classify, "shape", f"a 3-layer CNN of width {width} (the loop-overhead yardstick)"
+    return (
+        _conv_model(width),
+        _classify,
+        "shape",
+        f"a 3-layer CNN of width {width} (the loop-overhead yardstick)",
+    )
 
 
 def _w_resnet18(full: bool):
@@ -80,7 +129,12 @@ def _w_resnet18(full: bool):
 
     width = 64 if full else 16
     model = resnet18(num_classes=36, stem="cifar", width=width)
-    return model, _classify, "colour_shape", f"ResNet-18, CIFAR stem, width {width} (chapter 3, He et al. 2016)"
+    return (
+        model,
+        _classify,
+        "colour_shape",
+        f"ResNet-18, CIFAR stem, width {width} (chapter 3, He et al. 2016)",
+    )
 
 
 def _w_vit(full: bool):
@@ -88,8 +142,21 @@ def _w_vit(full: bool):
 
     # full: ViT-S/4 on 32 x 32 (the DeiT-S sizes, Touvron et al. 2021: D=384, 12 layers, 6 heads, MLP 4D)
     dim, depth, heads = (384, 12, 6) if full else (64, 4, 4)
-    model = ViT(image_size=32, patch_size=4, num_classes=36, dim=dim, depth=depth, num_heads=heads, mlp_ratio=4.0)
-    return model, _classify, "colour_shape", f"ViT, 4x4 patches, D={dim}, {depth} layers, {heads} heads (chapter 4)"
+    model = ViT(
+        image_size=32,
+        patch_size=4,
+        num_classes=36,
+        dim=dim,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=4.0,
+    )
+    return (
+        model,
+        _classify,
+        "colour_shape",
+        f"ViT, 4x4 patches, D={dim}, {depth} layers, {heads} heads (chapter 4)",
+    )
 
 
 def _w_ddpm(full: bool):
@@ -98,18 +165,35 @@ def _w_ddpm(full: bool):
     # full: Ho et al. (2020)'s CIFAR-10 network (128 channels, multipliers 1,2,2,2, two blocks per level,
     # attention at 16 x 16; 35.7M parameters in the paper), here with a class embedding added
     base = 128 if full else 16
-    model = UNet(in_channels=3, base_channels=base, num_classes=36, channel_mults=(1, 2, 2, 2) if full else (1, 2, 2),
-                 num_res_blocks=2 if full else 1, attention_resolutions=(16,) if full else (8,), image_size=32)
+    model = UNet(
+        in_channels=3,
+        base_channels=base,
+        num_classes=36,
+        channel_mults=(1, 2, 2, 2) if full else (1, 2, 2),
+        num_res_blocks=2 if full else 1,
+        attention_resolutions=(16,) if full else (8,),
+        image_size=32,
+    )
     diffusion = GaussianDiffusion(timesteps=1000)
 
     def step(net: nn.Module, batch) -> torch.Tensor:
         x, y = batch
         return diffusion.loss(net, x * 2 - 1, y)
 
-    return model, step, "colour_shape", f"class-conditional DDPM U-Net, base {base} channels, L_simple (chapter 6)"
+    return (
+        model,
+        step,
+        "colour_shape",
+        f"class-conditional DDPM U-Net, base {base} channels, L_simple (chapter 6)",
+    )
 
 
-WORKLOADS = {"cnn": _w_cnn, "resnet18": _w_resnet18, "vit": _w_vit, "ddpm": _w_ddpm}
+WORKLOADS = {
+    "cnn": _w_cnn,
+    "resnet18": _w_resnet18,
+    "vit": _w_vit,
+    "ddpm": _w_ddpm,
+}
 
 
 def _flops_per_image(model: nn.Module, step_fn, batch) -> float:
@@ -122,15 +206,24 @@ def _flops_per_image(model: nn.Module, step_fn, batch) -> float:
     return counter.get_total_flops() / batch[0].shape[0]
 
 
-def loop_overhead(device: torch.device, n: int, batch: int, epochs: int, workload: str = "cnn", full: bool = False,
-                  compile: bool = False) -> dict:
+def loop_overhead(
+    device: torch.device,
+    n: int,
+    batch: int,
+    epochs: int,
+    workload: str = "cnn",
+    full: bool = False,
+    compile: bool = False,
+) -> dict:
     """Seconds per epoch for `fit` and for a plain loop (same model, step, data, optimizer, precision)."""
     from vnotes.data import TensorLoader, make_scenes
     from vnotes.runtime import autocast, resolve_precision
     from vnotes.train import fit
 
     if workload not in WORKLOADS:
-        raise ValueError(f"workload={workload!r} is unknown; allowed: {sorted(WORKLOADS)}")
+        raise ValueError(
+            f"workload={workload!r} is unknown; allowed: {sorted(WORKLOADS)}"
+        )
     build = WORKLOADS[workload]
     _, _, task, words = build(full)
     scenes = make_scenes(n, seed=0)
@@ -146,7 +239,9 @@ def loop_overhead(device: torch.device, n: int, batch: int, epochs: int, workloa
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        loader = TensorLoader(x, y, batch_size=batch, shuffle=True, drop_last=True)
+        loader = TensorLoader(
+            x, y, batch_size=batch, shuffle=True, drop_last=True
+        )
         if kind == "hand-written":
             net = torch.compile(model) if compile else model
 
@@ -160,6 +255,7 @@ def loop_overhead(device: torch.device, n: int, batch: int, epochs: int, workloa
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+
             run_epoch(0)  # warm-up (and compilation)
             _sync(device)
             t0 = time.perf_counter()
@@ -167,8 +263,16 @@ def loop_overhead(device: torch.device, n: int, batch: int, epochs: int, workloa
                 run_epoch(e)
             _sync(device)
         else:
-            kwargs = dict(optimizer=opt, step_fn=step_fn, device=device, precision=prec, compile=compile,
-                          channels_last=channels_last, progress=False, verbose=False)
+            kwargs = dict(
+                optimizer=opt,
+                step_fn=step_fn,
+                device=device,
+                precision=prec,
+                compile=compile,
+                channels_last=channels_last,
+                progress=False,
+                verbose=False,
+            )
             fit(model, loader, epochs=1, **kwargs)  # warm-up (and compilation)
             _sync(device)
             t0 = time.perf_counter()
@@ -176,20 +280,40 @@ def loop_overhead(device: torch.device, n: int, batch: int, epochs: int, workloa
             _sync(device)
         seconds = (time.perf_counter() - t0) / epochs
         images = len(loader) * batch
-        results[kind] = {"seconds_per_epoch": round(seconds, 4), "images_per_second": round(images / seconds, 1)}
+        results[kind] = {
+            "seconds_per_epoch": round(seconds, 4),
+            "images_per_second": round(images / seconds, 1),
+        }
         with autocast(device, prec):
             flops = _flops_per_image(model, step_fn, (x[:2], y[:2]))
         results[kind]["train_gflop_per_image"] = round(flops / 1e9, 5)
         if device.type == "cuda":
             name = torch.cuda.get_device_name(device)
-            peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+            peak = next(
+                (v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None
+            )
             if peak:
-                results[kind]["share_of_peak_bf16"] = round(flops * images / seconds / (peak * 1e12), 5)
-    hand, ours = results["hand-written"]["seconds_per_epoch"], results["vnotes.fit"]["seconds_per_epoch"]
+                results[kind]["share_of_peak_bf16"] = round(
+                    flops * images / seconds / (peak * 1e12), 5
+                )
+    hand, ours = (
+        results["hand-written"]["seconds_per_epoch"],
+        results["vnotes.fit"]["seconds_per_epoch"],
+    )
     params = sum(p.numel() for p in model.parameters())
-    return {"device": str(device), "precision": prec, "compile": compile, "workload": workload, "model": words,
-            "parameters": params, "images": n, "batch": batch, "epochs_timed": epochs, **results,
-            "fit_overhead": round(ours / hand - 1, 4)}
+    return {
+        "device": str(device),
+        "precision": prec,
+        "compile": compile,
+        "workload": workload,
+        "model": words,
+        "parameters": params,
+        "images": n,
+        "batch": batch,
+        "epochs_timed": epochs,
+        **results,
+        "fit_overhead": round(ours / hand - 1, 4),
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -199,64 +323,149 @@ def _sync(device: torch.device) -> None:
 
 def write_report(report: dict) -> None:
     REPORT_JSON.write_text(json.dumps(report, indent=1))
-    lines = ["# Benchmark report", "", f"Written by `benchmarks/run.py` on {report['machine']}.", ""]
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Written by `benchmarks/run.py` on {report['machine']}.",
+        "",
+    ]
     if report.get("notebooks"):
-        scales = sorted({r["scale"] for r in report["notebooks"]}, key=["smoke", "default", "full"].index)
-        lines += ["## Notebook wall time (papermill, fresh kernel, seconds)", "",
-                  "| notebook | " + " | ".join(scales) + " |", "|---" * (len(scales) + 1) + "|"]
+        scales = sorted(
+            {r["scale"] for r in report["notebooks"]},
+            key=["smoke", "default", "full"].index,
+        )
+        lines += [
+            "## Notebook wall time (papermill, fresh kernel, seconds)",
+            "",
+            "| notebook | " + " | ".join(scales) + " |",
+            "|---" * (len(scales) + 1) + "|",
+        ]
         for nb in dict.fromkeys(r["notebook"] for r in report["notebooks"]):
             cells = []
             for s in scales:
-                r = next((r for r in report["notebooks"] if r["notebook"] == nb and r["scale"] == s), None)
-                cells.append("" if r is None else f"{r['seconds']}" + ("" if r["ok"] else " (failed)"))
+                r = next(
+                    (
+                        r
+                        for r in report["notebooks"]
+                        if r["notebook"] == nb and r["scale"] == s
+                    ),
+                    None,
+                )
+                cells.append(
+                    ""
+                    if r is None
+                    else f"{r['seconds']}" + ("" if r["ok"] else " (failed)")
+                )
             lines.append(f"| {nb} | " + " | ".join(cells) + " |")
         lines.append("")
         # the per-machine record (RUNTIMES.md is made from it): this machine's figures replace only its own
         from runtimes import record
 
         for s in scales:
-            pages = {r["notebook"]: r["seconds"] for r in report["notebooks"] if r["scale"] == s and r["ok"]}
+            pages = {
+                r["notebook"]: r["seconds"]
+                for r in report["notebooks"]
+                if r["scale"] == s and r["ok"]
+            }
             if pages:
-                record(s, pages, "benchmarks/run.py: papermill, a fresh kernel per notebook, one at a time")
+                record(
+                    s,
+                    pages,
+                    "benchmarks/run.py: papermill, a fresh kernel per notebook, one at a time",
+                )
     for entry in report.get("loop", []):
-        lines += [f"## Training loop: `vnotes.fit` vs a hand-written loop ({entry['device']}, {entry['precision']}"
-                  f"{', torch.compile' if entry['compile'] else ''})", "",
-                  f"{entry.get('model', 'a 3-layer CNN')} ({entry.get('parameters', '?')} parameters); "
-                  f"{entry['images']} toy-world images, batch {entry['batch']}, AdamW, "
-                  f"mean of {entry['epochs_timed']} epochs after one warm-up epoch.", "",
-                  "| loop | s / epoch | images / s | share of peak bf16 |", "|---|---|---|---|"]
+        lines += [
+            f"## Training loop: `vnotes.fit` vs a hand-written loop ({entry['device']}, {entry['precision']}"
+            f"{', torch.compile' if entry['compile'] else ''})",
+            "",
+            f"{entry.get('model', 'a 3-layer CNN')} ({entry.get('parameters', '?')} parameters); "
+            f"{entry['images']} toy-world images, batch {entry['batch']}, AdamW, "
+            f"mean of {entry['epochs_timed']} epochs after one warm-up epoch.",
+            "",
+            "| loop | s / epoch | images / s | share of peak bf16 |",
+            "|---|---|---|---|",
+        ]
         for kind in ("hand-written", "vnotes.fit"):
             r = entry[kind]
-            lines.append(f"| {kind} | {r['seconds_per_epoch']} | {r['images_per_second']} | {r.get('share_of_peak_bf16', 'n/a')} |")
-        lines += ["", f"Overhead of `fit`: {entry['fit_overhead'] * 100:+.1f}%.", ""]
+            lines.append(
+                f"| {kind} | {r['seconds_per_epoch']} | {r['images_per_second']} | {r.get('share_of_peak_bf16', 'n/a')} |"
+            )
+        lines += [
+            "",
+            f"Overhead of `fit`: {entry['fit_overhead'] * 100:+.1f}%.",
+            "",
+        ]
     if not any(e["device"].startswith("cuda") for e in report.get("loop", [])):
-        lines += ["## GPU", "", "No GPU was available when this report was written: the figures above are CPU figures. "
-                  "Run `python benchmarks/run.py --scales full --loop-device cuda` on a GPU machine to add them.", ""]
+        lines += [
+            "## GPU",
+            "",
+            "No GPU was available when this report was written: the figures above are CPU figures. "
+            "Run `python benchmarks/run.py --scales full --loop-device cuda` on a GPU machine to add them.",
+            "",
+        ]
     REPORT_MD.write_text("\n".join(lines))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scales", nargs="*", default=["smoke", "default"], choices=["smoke", "default", "full"])
-    ap.add_argument("--only", nargs="*", help="notebook stems to time (default: all in _toc.yml)")
-    ap.add_argument("--loop-device", default=None, help="device for the loop benchmark (default: the best available)")
+    ap = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--scales",
+        nargs="*",
+        default=["smoke", "default"],
+        choices=["smoke", "default", "full"],
+    )
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        help="notebook stems to time (default: all in _toc.yml)",
+    )
+    ap.add_argument(
+        "--loop-device",
+        default=None,
+        help="device for the loop benchmark (default: the best available)",
+    )
     ap.add_argument("--skip-notebooks", action="store_true")
-    ap.add_argument("--workloads", nargs="*", choices=sorted(WORKLOADS),
-                    help="models for the loop benchmark (default: all on CUDA at full size; the CNN on a CPU)")
+    ap.add_argument(
+        "--workloads",
+        nargs="*",
+        choices=sorted(WORKLOADS),
+        help="models for the loop benchmark (default: all on CUDA at full size; the CNN on a CPU)",
+    )
     args = ap.parse_args()
     from vnotes.runtime import describe, pick_device
 
     device = pick_device(args.loop_device)
-    report = {"machine": f"{platform.node() or 'unknown'}: {describe(device)}, {os.cpu_count()} CPUs",
-              "notebooks": [] if args.skip_notebooks else time_notebooks(args.scales, args.only), "loop": []}
+    report = {
+        "machine": f"{platform.node() or 'unknown'}: {describe(device)}, {os.cpu_count()} CPUs",
+        "notebooks": []
+        if args.skip_notebooks
+        else time_notebooks(args.scales, args.only),
+        "loop": [],
+    }
     if device.type == "cuda":
         for workload in args.workloads or list(WORKLOADS):
             for compile in (False, True):
-                report["loop"].append(loop_overhead(device, n=50_000, batch=512, epochs=3, workload=workload,
-                                                    full=True, compile=compile))
+                report["loop"].append(
+                    loop_overhead(
+                        device,
+                        n=50_000,
+                        batch=512,
+                        epochs=3,
+                        workload=workload,
+                        full=True,
+                        compile=compile,
+                    )
+                )
     else:
         for workload in args.workloads or ["cnn"]:
-            report["loop"].append(loop_overhead(device, n=4096, batch=128, epochs=3, workload=workload))
+            report["loop"].append(
+                loop_overhead(
+                    device, n=4096, batch=128, epochs=3, workload=workload
+                )
+            )
     write_report(report)
     print(REPORT_MD.read_text())
 

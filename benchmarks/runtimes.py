@@ -7,6 +7,7 @@ not, or the GPU's name). Recording on one machine replaces that machine's figure
     python benchmarks/runtimes.py --record-build              # the last `make book` (+ its smoke run) here
     python benchmarks/runtimes.py --record-build --test-minutes 41.5 --book-minutes 33.0
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIMES_JSON = ROOT / "benchmarks" / "runtimes.json"
 RUNTIMES_MD = ROOT / "benchmarks" / "RUNTIMES.md"  # included by how_to_read.md
 BUILD = ROOT / "_build"
-ABOUT = ("Measured wall time of every chapter page, one section per machine. Written by "
-         "benchmarks/runtimes.py (from a build) and benchmarks/run.py (papermill timings); "
-         "recording on one machine never erases another's.")
+ABOUT = (
+    "Measured wall time of every chapter page, one section per machine. Written by "
+    "benchmarks/runtimes.py (from a build) and benchmarks/run.py (papermill timings); "
+    "recording on one machine never erases another's."
+)
 
 
 def _cpu_model() -> str:
@@ -46,7 +49,7 @@ def _matmul_gflops(dtype, n: int = 1024, reps: int = 10) -> float:
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
 def probe() -> dict:
@@ -54,7 +57,10 @@ def probe() -> dict:
     import torch
 
     if torch.cuda.is_available():
-        return {"label": torch.cuda.get_device_name(0), "torch": torch.__version__.split("+")[0]}
+        return {
+            "label": torch.cuda.get_device_name(0),
+            "torch": torch.__version__.split("+")[0],
+        }
     try:
         flags = open("/proc/cpuinfo").read()
     except OSError:
@@ -63,13 +69,20 @@ def probe() -> dict:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fp32, bf16 = _matmul_gflops(torch.float32), _matmul_gflops(torch.bfloat16)
+        fp32, bf16 = (
+            _matmul_gflops(torch.float32),
+            _matmul_gflops(torch.bfloat16),
+        )
     finally:
         torch.set_num_threads(before)
     label = f"{_cpu_model()}, {'with' if amx else 'no'} AMX"
-    return {"label": label, "torch": torch.__version__.split("+")[0], "cores": os.cpu_count(),
-            "probe": f"{label}; {os.cpu_count()} cores; one thread: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s "
-                     f"(1024x1024 matmul)"}
+    return {
+        "label": label,
+        "torch": torch.__version__.split("+")[0],
+        "cores": os.cpu_count(),
+        "probe": f"{label}; {os.cpu_count()} cores; one thread: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s "
+        f"(1024x1024 matmul)",
+    }
 
 
 def load() -> dict:
@@ -78,8 +91,13 @@ def load() -> dict:
     return {"about": ABOUT, "machines": {}}
 
 
-def record(scale: str, pages: dict[str, float], how: str, whole: dict[str, float] | None = None,
-           machine: dict | None = None) -> dict:
+def record(
+    scale: str,
+    pages: dict[str, float],
+    how: str,
+    whole: dict[str, float] | None = None,
+    machine: dict | None = None,
+) -> dict:
     """Store ``pages`` (stem -> seconds at ``scale``) as this machine's figures; other machines stay."""
     machine = machine or probe()
     data = load()
@@ -87,15 +105,27 @@ def record(scale: str, pages: dict[str, float], how: str, whole: dict[str, float
     section = data["machines"].setdefault(machine["label"], {})
     section.update({k: v for k, v in machine.items() if k != "label"})
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except OSError:
         commit = ""
-    section.setdefault("pages", {})[scale] = {k: round(v, 1) for k, v in pages.items()}
-    section.setdefault("how", {})[scale] = f"{how}; {dt.date.today().isoformat()}, commit {commit or 'unknown'}"
+    section.setdefault("pages", {})[scale] = {
+        k: round(v, 1) for k, v in pages.items()
+    }
+    section.setdefault("how", {})[scale] = (
+        f"{how}; {dt.date.today().isoformat()}, commit {commit or 'unknown'}"
+    )
     if whole:
-        section.setdefault("whole", {}).update({k: round(v, 1) for k, v in whole.items()})
-    RUNTIMES_JSON.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        section.setdefault("whole", {}).update(
+            {k: round(v, 1) for k, v in whole.items()}
+        )
+    RUNTIMES_JSON.write_text(
+        json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    )
     write_markdown(data)
     return data
 
@@ -103,14 +133,19 @@ def record(scale: str, pages: dict[str, float], how: str, whole: dict[str, float
 def write_markdown(data: dict | None = None) -> str:
     """RUNTIMES.md: per machine, the whole build and a table of every page at each recorded scale."""
     data = data or load()
-    lines = ["Wall time of every chapter page, measured on each machine the book was built on (seconds; "
-             "`benchmarks/runtimes.json` holds the same figures). Budget at `default`: 150 s per page on the slower "
-             "machine. Pages that reuse a model another page trained (5g, 6d, 7c-7j) load it from `data/cache`; "
-             "its training counts in the owner page's time.", ""]
-    whole_names = {"book_min": "`make book`, fresh clone, installs included (min)",
-                   "book_notebooks_min": "executing every notebook at `default` (min, wall)",
-                   "pages_sum_min": "sum of the pages' times at `default` (min)",
-                   "test_min": "`make test`, fresh clone, installs included (min)"}
+    lines = [
+        "Wall time of every chapter page, measured on each machine the book was built on (seconds; "
+        "`benchmarks/runtimes.json` holds the same figures). Budget at `default`: 150 s per page on the slower "
+        "machine. Pages that reuse a model another page trained (5g, 6d, 7c-7j) load it from `data/cache`; "
+        "its training counts in the owner page's time.",
+        "",
+    ]
+    whole_names = {
+        "book_min": "`make book`, fresh clone, installs included (min)",
+        "book_notebooks_min": "executing every notebook at `default` (min, wall)",
+        "pages_sum_min": "sum of the pages' times at `default` (min)",
+        "test_min": "`make test`, fresh clone, installs included (min)",
+    }
     for label, m in data["machines"].items():
         lines += [f"### {label}", ""]
         if m.get("probe"):
@@ -120,12 +155,20 @@ def write_markdown(data: dict | None = None) -> str:
         lines.append("")
         if m.get("whole"):
             lines += ["| whole | minutes |", "|---|---|"]
-            lines += [f"| {whole_names.get(k, k)} | {v} |" for k, v in m["whole"].items()]
+            lines += [
+                f"| {whole_names.get(k, k)} | {v} |"
+                for k, v in m["whole"].items()
+            ]
             lines.append("")
-        scales = [s for s in ("default", "smoke", "full") if s in m.get("pages", {})]
+        scales = [
+            s for s in ("default", "smoke", "full") if s in m.get("pages", {})
+        ]
         if scales:
             stems = sorted({p for s in scales for p in m["pages"][s]})
-            lines += ["| page | " + " | ".join(f"{s} (s)" for s in scales) + " |", "|---" * (len(scales) + 1) + "|"]
+            lines += [
+                "| page | " + " | ".join(f"{s} (s)" for s in scales) + " |",
+                "|---" * (len(scales) + 1) + "|",
+            ]
             for stem in stems:
                 cells = [str(m["pages"][s].get(stem, "")) for s in scales]
                 lines.append(f"| {stem} | " + " | ".join(cells) + " |")
@@ -135,7 +178,9 @@ def write_markdown(data: dict | None = None) -> str:
     return text
 
 
-def record_build(book_minutes: float | None = None, test_minutes: float | None = None) -> dict:
+def record_build(
+    book_minutes: float | None = None, test_minutes: float | None = None
+) -> dict:
     """Record the last build here: its `default` page times (tools/build_book.py) and its nbval smoke times."""
     import sys
 
@@ -145,10 +190,15 @@ def record_build(book_minutes: float | None = None, test_minutes: float | None =
     summary = json.loads((BUILD / "execution-default.json").read_text())
     missing = [s for s, sec in summary["pages"].items() if sec is None]
     if missing or len(summary["executed"]) < len(summary["pages"]):
-        raise SystemExit("the last build reused or failed some pages; record a clean, complete build "
-                         f"(make clean && make book); not executed: {missing or 'some reused'}")
+        raise SystemExit(
+            "the last build reused or failed some pages; record a clean, complete build "
+            f"(make clean && make book); not executed: {missing or 'some reused'}"
+        )
     machine = probe()
-    whole = {"book_notebooks_min": summary["wall_s"] / 60, "pages_sum_min": sum(summary["pages"].values()) / 60}
+    whole = {
+        "book_notebooks_min": summary["wall_s"] / 60,
+        "pages_sum_min": sum(summary["pages"].values()) / 60,
+    }
     if book_minutes:
         whole["book_min"] = book_minutes
     if test_minutes:
@@ -157,15 +207,33 @@ def record_build(book_minutes: float | None = None, test_minutes: float | None =
     data = record("default", summary["pages"], how, whole, machine)
     smoke = smoke_seconds()
     if smoke:
-        data = record("smoke", smoke, "nbval, two kernels at a time, cell time summed per notebook", None, machine)
+        data = record(
+            "smoke",
+            smoke,
+            "nbval, two kernels at a time, cell time summed per notebook",
+            None,
+            machine,
+        )
     return data
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--record-build", action="store_true", help="record the last `make book` of this machine")
-    ap.add_argument("--book-minutes", type=float, help="wall minutes of `make book` from a fresh clone")
-    ap.add_argument("--test-minutes", type=float, help="wall minutes of `make test` from a fresh clone")
+    ap.add_argument(
+        "--record-build",
+        action="store_true",
+        help="record the last `make book` of this machine",
+    )
+    ap.add_argument(
+        "--book-minutes",
+        type=float,
+        help="wall minutes of `make book` from a fresh clone",
+    )
+    ap.add_argument(
+        "--test-minutes",
+        type=float,
+        help="wall minutes of `make test` from a fresh clone",
+    )
     args = ap.parse_args()
     if args.record_build:
         record_build(args.book_minutes, args.test_minutes)

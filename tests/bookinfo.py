@@ -1,4 +1,5 @@
 """What the tests know about the book: its chapter notebooks (from _toc.yml) and their thresholds."""
+
 from __future__ import annotations
 
 import operator
@@ -11,7 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 METRICS = BUILD / "metrics"
 THRESHOLDS = Path(__file__).resolve().parent / "thresholds"
-OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
+OPS = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+    "==": operator.eq,
+}
 
 
 def toc_files() -> list[str]:
@@ -33,14 +40,20 @@ def toc_files() -> list[str]:
 
 def chapter_notebooks() -> list[Path]:
     """The notebooks the book is built from, in order."""
-    return [ROOT / f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
+    return [
+        ROOT / f"{f}.ipynb"
+        for f in toc_files()
+        if (ROOT / f"{f}.ipynb").exists()
+    ]
 
 
 def thresholds(notebook: str) -> dict:
     """Parsed ``tests/thresholds/<notebook>.toml``: {scale: {metric: "op value"}, "page": {...}}."""
     path = THRESHOLDS / f"{notebook}.toml"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: every chapter notebook states its metric thresholds there")
+        raise FileNotFoundError(
+            f"{path} is missing: every chapter notebook states its metric thresholds there"
+        )
     return tomllib.loads(path.read_text())
 
 

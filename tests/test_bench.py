@@ -1,18 +1,23 @@
 """The benchmark script's code paths, on a CPU at toy size: a GPU session must not be the first to run them."""
+
 import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parents[1] / "benchmarks" / "run.py")
+spec = importlib.util.spec_from_file_location(
+    "bench", Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+)
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
 
 @pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
 def test_each_workload_runs_in_both_loops(workload):
-    r = bench.loop_overhead(torch.device("cpu"), n=64, batch=32, epochs=1, workload=workload)
+    r = bench.loop_overhead(
+        torch.device("cpu"), n=64, batch=32, epochs=1, workload=workload
+    )
     for kind in ("hand-written", "vnotes.fit"):
         assert r[kind]["images_per_second"] > 0
         assert r[kind]["train_gflop_per_image"] > 0
@@ -23,17 +28,25 @@ def test_flop_count_of_a_linear_layer_is_exact():
     model = torch.nn.Linear(10, 3, bias=False)
     step = lambda m, b: m(b[0]).sum()  # noqa: E731
     # forward 2*10*3 per image; backward: the weight gradient only (the input needs none) = 2*10*3
-    assert bench._flops_per_image(model, step, (torch.randn(4, 10), None)) == 2 * (2 * 10 * 3)
+    assert bench._flops_per_image(
+        model, step, (torch.randn(4, 10), None)
+    ) == 2 * (2 * 10 * 3)
 
 
 # parameters in millions: ResNet-18 with the CIFAR stem and 36 classes; ViT-S/4 on 32 px; DDPM CIFAR-10 U-Net
-@pytest.mark.parametrize("workload,millions", [("resnet18", 11.2), ("vit", 21.3), ("ddpm", 35.7)])
+@pytest.mark.parametrize(
+    "workload,millions", [("resnet18", 11.2), ("vit", 21.3), ("ddpm", 35.7)]
+)
 def test_full_size_models_build(workload, millions):
     model, *_ = bench.WORKLOADS[workload](True)
     n = sum(p.numel() for p in model.parameters()) / 1e6
-    assert n == pytest.approx(millions, rel=0.02)  # DDPM: 35.7M in Ho et al. (2020), Appendix B
+    assert n == pytest.approx(
+        millions, rel=0.02
+    )  # DDPM: 35.7M in Ho et al. (2020), Appendix B
 
 
 def test_unknown_workload_is_named():
     with pytest.raises(ValueError, match="workload='vgg'"):
-        bench.loop_overhead(torch.device("cpu"), n=8, batch=4, epochs=1, workload="vgg")
+        bench.loop_overhead(
+            torch.device("cpu"), n=8, batch=4, epochs=1, workload="vgg"
+        )

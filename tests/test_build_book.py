@@ -1,4 +1,5 @@
 """tools/build_book.py: dependency order, keys that change with what a page depends on, incremental runs."""
+
 import importlib.util
 import json
 import re
@@ -10,7 +11,9 @@ import pytest
 
 from bookinfo import ROOT, chapter_notebooks
 
-spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
+spec = importlib.util.spec_from_file_location(
+    "build_book", ROOT / "tools" / "build_book.py"
+)
 bb = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bb)
 
@@ -25,7 +28,9 @@ SHARED_CALLS = {
 
 def _code(nb: Path) -> str:
     cells = json.loads(nb.read_text())["cells"]
-    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return "\n".join(
+        "".join(c["source"]) for c in cells if c["cell_type"] == "code"
+    )
 
 
 def test_every_page_that_reads_a_shared_model_waits_for_its_owner():
@@ -38,7 +43,8 @@ def test_every_page_that_reads_a_shared_model_waits_for_its_owner():
                 continue
             assert uses == (nb.stem in info["users"]), (
                 f"{nb.stem} {'reads' if uses else 'does not read'} {info['what']}: "
-                f"tools/build_book.py SHARED_MODELS[{name!r}]['users'] must {'list' if uses else 'not list'} it")
+                f"tools/build_book.py SHARED_MODELS[{name!r}]['users'] must {'list' if uses else 'not list'} it"
+            )
             if uses:
                 assert set(info["owner"]) <= bb.DEPENDS_ON[nb.stem]
 
@@ -53,19 +59,39 @@ def _fake_book(tmp_path, monkeypatch, stems, depends):
     chapters = tmp_path / "chapters"
     chapters.mkdir()
     for s in stems:
-        (chapters / f"{s}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
-                                                         "nbformat_minor": 5, "note": s}))
+        (chapters / f"{s}.ipynb").write_text(
+            json.dumps(
+                {
+                    "cells": [],
+                    "metadata": {},
+                    "nbformat": 4,
+                    "nbformat_minor": 5,
+                    "note": s,
+                }
+            )
+        )
     monkeypatch.setattr(bb, "CHAPTERS", chapters)
     monkeypatch.setattr(bb, "BUILD", tmp_path / "_build")
     monkeypatch.setattr(bb, "RUNTIMES_JSON", tmp_path / "runtimes.json")
     monkeypatch.setattr(bb, "DEPENDS_ON", depends)
-    monkeypatch.setattr(bb, "machine", lambda: {"cpu": "test CPU", "cores": 2, "gpu": None, "threads": 1,
-                                                "torch": "0"})
+    monkeypatch.setattr(
+        bb,
+        "machine",
+        lambda: {
+            "cpu": "test CPU",
+            "cores": 2,
+            "gpu": None,
+            "threads": 1,
+            "torch": "0",
+        },
+    )
     monkeypatch.setenv("VNOTES_METRICS_DIR", str(tmp_path / "metrics"))
     log: list[tuple[str, str, float]] = []
     lock = threading.Lock()
 
-    def run_page(stem, scale, timeout):  # a page that takes 50 ms and leaves its notebook and metrics
+    def run_page(
+        stem, scale, timeout
+    ):  # a page that takes 50 ms and leaves its notebook and metrics
         with lock:
             log.append(("start", stem, time.perf_counter()))
         time.sleep(0.05)
@@ -83,36 +109,60 @@ def _fake_book(tmp_path, monkeypatch, stems, depends):
     return chapters, log
 
 
-def test_parallel_execution_respects_dependencies_and_reruns_only_what_changed(tmp_path, monkeypatch):
+def test_parallel_execution_respects_dependencies_and_reruns_only_what_changed(
+    tmp_path, monkeypatch
+):
     stems = ["a_owner", "b_user", "c_user", "d_free", "e_free"]
     depends = {"b_user": {"a_owner"}, "c_user": {"a_owner"}}
     chapters, log = _fake_book(tmp_path, monkeypatch, stems, depends)
 
     records = bb.execute(stems, "smoke", jobs=2, timeout=60)
-    assert set(records) == set(stems) and all(r["ok"] for r in records.values())
+    assert set(records) == set(stems) and all(
+        r["ok"] for r in records.values()
+    )
     when = {(kind, stem): t for kind, stem, t in log}
     for user in ("b_user", "c_user"):
-        assert when[("start", user)] >= when[("end", "a_owner")], f"{user} started before its owner finished"
+        assert when[("start", user)] >= when[("end", "a_owner")], (
+            f"{user} started before its owner finished"
+        )
     starts = sorted(t for kind, _, t in log if kind == "start")
     ends = sorted(t for kind, _, t in log if kind == "end")
-    assert starts[1] < ends[0], "two pages should run at the same time with jobs=2"
-    assert json.loads((tmp_path / "_build" / "execution-smoke.json").read_text())["executed"]
+    assert starts[1] < ends[0], (
+        "two pages should run at the same time with jobs=2"
+    )
+    assert json.loads(
+        (tmp_path / "_build" / "execution-smoke.json").read_text()
+    )["executed"]
 
     log.clear()
     records = bb.execute(stems, "smoke", jobs=2, timeout=60)
-    assert log == [] and all(r["reused"] for r in records.values()), "nothing changed: nothing runs"
+    assert log == [] and all(r["reused"] for r in records.values()), (
+        "nothing changed: nothing runs"
+    )
 
-    (chapters / "a_owner.ipynb").write_text((chapters / "a_owner.ipynb").read_text().replace("a_owner", "A"))
+    (chapters / "a_owner.ipynb").write_text(
+        (chapters / "a_owner.ipynb").read_text().replace("a_owner", "A")
+    )
     bb.execute(stems, "smoke", jobs=2, timeout=60)
     rerun = {stem for kind, stem, _ in log if kind == "start"}
-    assert rerun == {"a_owner", "b_user", "c_user"}, "a changed page re-executes with the pages that wait for it"
+    assert rerun == {"a_owner", "b_user", "c_user"}, (
+        "a changed page re-executes with the pages that wait for it"
+    )
 
 
-def test_a_failed_page_skips_its_dependents_and_fails_the_build(tmp_path, monkeypatch):
+def test_a_failed_page_skips_its_dependents_and_fails_the_build(
+    tmp_path, monkeypatch
+):
     stems = ["a_owner", "b_user", "d_free"]
     _, log = _fake_book(tmp_path, monkeypatch, stems, {"b_user": {"a_owner"}})
     ok_run = bb._run_page
-    monkeypatch.setattr(bb, "_run_page", lambda s, sc, t: (False, 0.01, "boom") if s == "a_owner" else ok_run(s, sc, t))
+    monkeypatch.setattr(
+        bb,
+        "_run_page",
+        lambda s, sc, t: (
+            (False, 0.01, "boom") if s == "a_owner" else ok_run(s, sc, t)
+        ),
+    )
     with pytest.raises(SystemExit, match="a_owner, b_user"):
         bb.execute(stems, "smoke", jobs=2, timeout=60)
     assert {stem for kind, stem, _ in log if kind == "start"} == {"d_free"}
@@ -129,11 +179,31 @@ def test_page_key_follows_the_package_and_torch(tmp_path, monkeypatch):
 
 
 def test_cost_line_says_scale_time_machine_date_and_the_other_scales():
-    meta = {"scale": "default", "seconds": 84.2, "date": "2026-12-02", "jobs": 2,
-            "machine": {"cpu": "AMD EPYC", "cores": 2, "gpu": None, "threads": 1, "torch": "2.14.1"}}
+    meta = {
+        "scale": "default",
+        "seconds": 84.2,
+        "date": "2026-12-02",
+        "jobs": 2,
+        "machine": {
+            "cpu": "AMD EPYC",
+            "cores": 2,
+            "gpu": None,
+            "threads": 1,
+            "torch": "2.14.1",
+        },
+    }
     line = bb.cost_line("07c_albef", meta, {"07c_albef": 9.6}, {"full": {}})
-    for part in ("`default`", "84 s", "AMD EPYC", "torch 2.14.1", "2026-12-02", "`smoke` 10 s", "`full` not measured",
-                 "CLIP", "vnotes-cost"):
+    for part in (
+        "`default`",
+        "84 s",
+        "AMD EPYC",
+        "torch 2.14.1",
+        "2026-12-02",
+        "`smoke` 10 s",
+        "`full` not measured",
+        "CLIP",
+        "vnotes-cost",
+    ):
         assert part in line, f"{part!r} missing from the cost line:\n{line}"
     owner = bb.cost_line("07a_clip", meta, {}, {})
     assert "includes training" in owner and "7c" in owner
@@ -141,9 +211,11 @@ def test_cost_line_says_scale_time_machine_date_and_the_other_scales():
 
 def test_smoke_times_come_from_the_nbval_report(tmp_path, monkeypatch):
     junit = tmp_path / "j.xml"
-    junit.write_text('<testsuites><testsuite><testcase classname="chapters.01_optimization.ipynb" name="Cell 0" '
-                     'time="1.5"/><testcase classname="chapters.01_optimization.ipynb" name="Cell 1" time="2.0"/>'
-                     '<testcase classname="tests.test_core" name="x" time="9"/></testsuite></testsuites>')
+    junit.write_text(
+        '<testsuites><testsuite><testcase classname="chapters.01_optimization.ipynb" name="Cell 0" '
+        'time="1.5"/><testcase classname="chapters.01_optimization.ipynb" name="Cell 1" time="2.0"/>'
+        '<testcase classname="tests.test_core" name="x" time="9"/></testsuite></testsuites>'
+    )
     monkeypatch.setattr(bb, "SMOKE_JUNIT", junit)
     assert bb.smoke_seconds() == {"01_optimization": 3.5}
 
@@ -151,11 +223,32 @@ def test_smoke_times_come_from_the_nbval_report(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_a_hung_page_is_killed_and_run_again(tmp_path, monkeypatch):
     """A kernel that stops using the CPU is taken for hung: killed, retried once, then reported."""
+
     def notebook(stem, code):
-        cell = {"cell_type": "code", "execution_count": None, "id": "c", "metadata": {}, "outputs": [], "source": code}
-        (tmp_path / f"{stem}.ipynb").write_text(json.dumps(
-            {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                          "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}))
+        cell = {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": "c",
+            "metadata": {},
+            "outputs": [],
+            "source": code,
+        }
+        (tmp_path / f"{stem}.ipynb").write_text(
+            json.dumps(
+                {
+                    "cells": [cell],
+                    "metadata": {
+                        "kernelspec": {
+                            "name": "python3",
+                            "display_name": "Python 3",
+                            "language": "python",
+                        }
+                    },
+                    "nbformat": 4,
+                    "nbformat_minor": 5,
+                }
+            )
+        )
 
     notebook("quick", "x = sum(range(1000))")
     notebook("stuck", "import time\ntime.sleep(600)")

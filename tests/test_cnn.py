@@ -3,6 +3,7 @@
 References: F.conv2d, torchvision.ops.deform_conv2d, torchvision's builders (parameter counts and, with the
 same weights copied in, outputs), closed-form parameter counts, and the papers' published counts.
 """
+
 import math
 
 import pytest
@@ -15,7 +16,10 @@ from vnotes.cnn import cam, conv, count_parameters, zoo
 from vnotes.cnn import darknet, deformable, hrnet, lcnet, nin
 from vnotes.cnn import mobilenet as M, shufflenet as S, squeezenet as SQ
 import importlib
-E = importlib.import_module("vnotes.cnn.efficientnet")     # (the package exports no builder of these names)
+
+E = importlib.import_module(
+    "vnotes.cnn.efficientnet"
+)  # (the package exports no builder of these names)
 G = importlib.import_module("vnotes.cnn.ghostnet")
 GN = importlib.import_module("vnotes.cnn.googlenet")
 from vnotes.cnn.profile import count_macs  # noqa: E402 (after the modules imported by name above)
@@ -24,8 +28,16 @@ torch.manual_seed(0)
 
 
 # ------------------------------------------------------------------------------------------ the convolution
-@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 1), ((2, 1), (1, 2), (1, 2), 3),
-                                                            (1, 1, 2, 6), (3, 2, 1, 2)])
+@pytest.mark.parametrize(
+    "stride,padding,dilation,groups",
+    [
+        (1, 0, 1, 1),
+        (2, 1, 1, 1),
+        ((2, 1), (1, 2), (1, 2), 3),
+        (1, 1, 2, 6),
+        (3, 2, 1, 2),
+    ],
+)
 def test_conv2d_unfold_equals_torch(stride, padding, dilation, groups):
     x = torch.randn(2, 6, 13, 11, dtype=torch.float64)
     w = torch.randn(12, 6 // groups, 3, 5, dtype=torch.float64)
@@ -37,18 +49,27 @@ def test_conv2d_unfold_equals_torch(stride, padding, dilation, groups):
 
 def test_conv2d_loops_equals_torch():
     x, w, b = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3), torch.randn(4)
-    torch.testing.assert_close(conv.conv2d_loops(x, w, b, padding=1), F.conv2d(x, w, b, padding=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        conv.conv2d_loops(x, w, b, padding=1),
+        F.conv2d(x, w, b, padding=1),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_conv2d_unfold_rejects_bad_groups():
     with pytest.raises(ValueError, match="groups=4"):
-        conv.conv2d_unfold(torch.randn(1, 6, 5, 5), torch.randn(6, 2, 3, 3), groups=4)
+        conv.conv2d_unfold(
+            torch.randn(1, 6, 5, 5), torch.randn(6, 2, 3, 3), groups=4
+        )
 
 
 def test_conv_vs_dense_parameter_counts_match_real_layers():
     counts = conv.conv_vs_dense_parameters(8, 8, 3, 4, 3)
     assert counts["dense"] == count_parameters(nn.Linear(3 * 8 * 8, 4 * 8 * 8))
-    assert counts["convolution"] == count_parameters(nn.Conv2d(3, 4, 3, padding=1))
+    assert counts["convolution"] == count_parameters(
+        nn.Conv2d(3, 4, 3, padding=1)
+    )
     assert counts["locally_connected"] == 64 * counts["convolution"]
 
 
@@ -56,16 +77,23 @@ def test_circular_convolution_is_exactly_shift_equivariant():
     layer = nn.Conv2d(3, 5, 3, padding=1, padding_mode="circular", bias=False)
     x = torch.randn(2, 3, 16, 16)
     assert conv.shift_equivariance_error(layer, x, (3, -5)) < 1e-5
-    pooled = nn.Sequential(layer, nn.MaxPool2d(2))        # striding breaks equivariance for odd shifts
+    pooled = nn.Sequential(
+        layer, nn.MaxPool2d(2)
+    )  # striding breaks equivariance for odd shifts
     assert conv.shift_equivariance_error(pooled, x, (1, 0)) > 1e-2
 
 
 def test_receptive_field_formula_matches_gradient():
     spec = [(3, 1, 1), (3, 2, 1), (3, 1, 2), (5, 2, 1)]
-    layers = [nn.Conv2d(1, 1, k, s, dilation=d, padding=d * (k - 1) // 2, bias=False) for k, s, d in spec]
+    layers = [
+        nn.Conv2d(1, 1, k, s, dilation=d, padding=d * (k - 1) // 2, bias=False)
+        for k, s, d in spec
+    ]
     for layer in layers:
         nn.init.constant_(layer.weight, 1.0)
-    grad = conv.empirical_receptive_field(nn.Sequential(*layers), image_size=96)
+    grad = conv.empirical_receptive_field(
+        nn.Sequential(*layers), image_size=96
+    )
     rows = (grad.sum(1) > 0).nonzero()
     measured = int(rows.max() - rows.min() + 1)
     # r = 1 + 2*1 + 2*1 (j=1) ... : 3, then 5 (jump 2), 5 + 2*2*2 = 13, 13 + 4*2 = 21
@@ -79,7 +107,12 @@ def test_receptive_field_rejects_bad_layers():
 
 def test_sample_photo_shape_and_range():
     img = conv.sample_photo("flower.jpg", size=64)
-    assert img.shape[0] == 3 and min(img.shape[1:]) == 64 and 0 <= img.min() and img.max() <= 1
+    assert (
+        img.shape[0] == 3
+        and min(img.shape[1:]) == 64
+        and 0 <= img.min()
+        and img.max() <= 1
+    )
     with pytest.raises(ValueError, match="cat.jpg"):
         conv.sample_photo("cat.jpg")
 
@@ -94,7 +127,9 @@ def copy_by_order(ours: nn.Module, ref: nn.Module) -> None:
                 continue
             # random weights *and* BN statistics, so every layer matters; weights scaled by 1/sqrt(fan_in)
             if t.ndim >= 2:
-                t.copy_(torch.randn(t.shape, generator=g) / math.sqrt(t[0].numel()))
+                t.copy_(
+                    torch.randn(t.shape, generator=g) / math.sqrt(t[0].numel())
+                )
             elif "running_var" in name or name.endswith("weight"):
                 t.copy_(torch.rand(t.shape, generator=g) + 0.5)
             else:
@@ -104,46 +139,70 @@ def copy_by_order(ours: nn.Module, ref: nn.Module) -> None:
     ours.load_state_dict(dict(zip(a.keys(), b.values())))
 
 
-def assert_same_outputs(ours: nn.Module, ref: nn.Module, size: int = 96) -> None:
+def assert_same_outputs(
+    ours: nn.Module, ref: nn.Module, size: int = 96
+) -> None:
     copy_by_order(ours, ref)
     ours.eval(), ref.eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         y_ref, y = ref(x), ours(x)
-    assert y_ref.std() > 1e-3                     # a real signal, not zeros
-    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4 * float(y_ref.abs().max()))
+    assert y_ref.std() > 1e-3  # a real signal, not zeros
+    torch.testing.assert_close(
+        y, y_ref, rtol=1e-4, atol=1e-4 * float(y_ref.abs().max())
+    )
 
 
 # -------------------------------------------------------------------- builders vs torchvision (counts + outputs)
 TORCHVISION_PAIRS = [
-    (SQ.squeezenet1_0, "squeezenet1_0", {}), (SQ.squeezenet1_1, "squeezenet1_1", {}),
-    (GN.googlenet_torchvision, "googlenet", {"aux_logits": False, "init_weights": False}),
-    (M.mobilenet_v2, "mobilenet_v2", {}), (M.mobilenet_v3_large, "mobilenet_v3_large", {}),
+    (SQ.squeezenet1_0, "squeezenet1_0", {}),
+    (SQ.squeezenet1_1, "squeezenet1_1", {}),
+    (
+        GN.googlenet_torchvision,
+        "googlenet",
+        {"aux_logits": False, "init_weights": False},
+    ),
+    (M.mobilenet_v2, "mobilenet_v2", {}),
+    (M.mobilenet_v3_large, "mobilenet_v3_large", {}),
     (M.mobilenet_v3_small, "mobilenet_v3_small", {}),
     (S.shufflenet_v2, "shufflenet_v2_x1_0", {}),
     (E.efficientnet_b0, "efficientnet_b0", {}),
 ]
 
 
-@pytest.mark.parametrize("ours,ref,kw", TORCHVISION_PAIRS, ids=[p[1] for p in TORCHVISION_PAIRS])
+@pytest.mark.parametrize(
+    "ours,ref,kw", TORCHVISION_PAIRS, ids=[p[1] for p in TORCHVISION_PAIRS]
+)
 def test_counts_and_outputs_equal_torchvision(ours, ref, kw):
     ref_model = getattr(torchvision.models, ref)(weights=None, **kw)
-    extra = {"bn_eps": 1e-5} if ref == "efficientnet_b0" else {}        # torchvision's B0 keeps PyTorch's eps
+    extra = (
+        {"bn_eps": 1e-5} if ref == "efficientnet_b0" else {}
+    )  # torchvision's B0 keeps PyTorch's eps
     our_model = ours(**extra)
     assert count_parameters(our_model) == count_parameters(ref_model)
     assert_same_outputs(our_model, ref_model)
 
 
-@pytest.mark.parametrize("width,ref", [("0.5x", "shufflenet_v2_x0_5"), ("1.5x", "shufflenet_v2_x1_5"),
-                                       ("2.0x", "shufflenet_v2_x2_0")])
+@pytest.mark.parametrize(
+    "width,ref",
+    [
+        ("0.5x", "shufflenet_v2_x0_5"),
+        ("1.5x", "shufflenet_v2_x1_5"),
+        ("2.0x", "shufflenet_v2_x2_0"),
+    ],
+)
 def test_shufflenet_v2_widths_match_torchvision(width, ref):
-    assert count_parameters(S.shufflenet_v2(width=width)) == count_parameters(getattr(torchvision.models, ref)())
+    assert count_parameters(S.shufflenet_v2(width=width)) == count_parameters(
+        getattr(torchvision.models, ref)()
+    )
 
 
 @pytest.mark.parametrize("variant", ["b1", "b2", "b3", "b4", "b5", "b6", "b7"])
 def test_efficientnet_scaled_counts_match_torchvision(variant):
     ours = E.efficientnet(variant)
-    assert count_parameters(ours) == count_parameters(getattr(torchvision.models, f"efficientnet_{variant}")())
+    assert count_parameters(ours) == count_parameters(
+        getattr(torchvision.models, f"efficientnet_{variant}")()
+    )
     # and the printed (2-significant-digit) figure of Table 2 within its rounding
     assert abs(count_parameters(ours) / E.PUBLISHED_PARAMS[variant] - 1) < 0.05
 
@@ -153,36 +212,76 @@ def sig_round(x: float, digits: int = 2) -> float:
     return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
 
 
-@pytest.mark.parametrize("builder,published", [
-    (M.mobilenet_v1, 4.2e6), (G.ghostnet, 5.2e6), (darknet.cspdarknet53, 27.6e6), (hrnet.hrnet_w18, 21.3e6),
-    (hrnet.hrnet_w32, 41.2e6)], ids=["mobilenet_v1", "ghostnet", "cspdarknet53", "hrnet_w18", "hrnet_w32"])
+@pytest.mark.parametrize(
+    "builder,published",
+    [
+        (M.mobilenet_v1, 4.2e6),
+        (G.ghostnet, 5.2e6),
+        (darknet.cspdarknet53, 27.6e6),
+        (hrnet.hrnet_w18, 21.3e6),
+        (hrnet.hrnet_w32, 41.2e6),
+    ],
+    ids=["mobilenet_v1", "ghostnet", "cspdarknet53", "hrnet_w18", "hrnet_w32"],
+)
 def test_published_parameter_counts_within_one_percent(builder, published):
     assert abs(count_parameters(builder()) / published - 1) < 0.01
 
 
 @pytest.mark.parametrize("scale", sorted(lcnet.PUBLISHED))
 def test_pplcnet_counts_round_to_the_published_figures(scale):
-    assert sig_round(count_parameters(lcnet.pplcnet(scale=scale)), 2) == lcnet.PUBLISHED[scale][0]
+    assert (
+        sig_round(count_parameters(lcnet.pplcnet(scale=scale)), 2)
+        == lcnet.PUBLISHED[scale][0]
+    )
 
 
-@pytest.mark.parametrize("builder,size,published,tol", [
-    (M.mobilenet_v1, 224, 569e6, 0.01), (M.mobilenet_v2, 224, 300e6, 0.01), (M.mobilenet_v3_large, 224, 219e6, 0.02),
-    (M.mobilenet_v3_small, 224, 56e6, 0.01), (S.shufflenet_v2, 224, 146e6, 0.01), (G.ghostnet, 224, 141e6, 0.01),
-    (E.efficientnet_b0, 224, 0.39e9, 0.02), (lambda: S.shufflenet_v1(groups=1), 224, 143e6, 0.01),
-    (darknet.darknet53, 256, 18.7e9 / 2, 0.01)],
-    ids=["mbv1", "mbv2", "mbv3L", "mbv3S", "shufflev2", "ghost", "effb0", "shufflev1_g1", "darknet53"])
+@pytest.mark.parametrize(
+    "builder,size,published,tol",
+    [
+        (M.mobilenet_v1, 224, 569e6, 0.01),
+        (M.mobilenet_v2, 224, 300e6, 0.01),
+        (M.mobilenet_v3_large, 224, 219e6, 0.02),
+        (M.mobilenet_v3_small, 224, 56e6, 0.01),
+        (S.shufflenet_v2, 224, 146e6, 0.01),
+        (G.ghostnet, 224, 141e6, 0.01),
+        (E.efficientnet_b0, 224, 0.39e9, 0.02),
+        (lambda: S.shufflenet_v1(groups=1), 224, 143e6, 0.01),
+        (darknet.darknet53, 256, 18.7e9 / 2, 0.01),
+    ],
+    ids=[
+        "mbv1",
+        "mbv2",
+        "mbv3L",
+        "mbv3S",
+        "shufflev2",
+        "ghost",
+        "effb0",
+        "shufflev1_g1",
+        "darknet53",
+    ],
+)
 def test_counted_multiply_adds_match_the_papers(builder, size, published, tol):
     assert abs(count_macs(builder(), (3, size, size)) / published - 1) < tol
 
 
 def test_squeezenet_matches_its_table():
-    assert count_parameters(SQ.squeezenet1_0()) == SQ.PUBLISHED_PARAMS["squeezenet1_0"]
+    assert (
+        count_parameters(SQ.squeezenet1_0())
+        == SQ.PUBLISHED_PARAMS["squeezenet1_0"]
+    )
 
 
 def inception_params(c_in, c1, r3, c3, r5, c5, pp, k5=5):
     """Closed form: weights + biases of the four branches of Szegedy et al.'s Fig. 2b."""
     conv = lambda i, o, k: i * o * k * k + o  # noqa: E731
-    return conv(c_in, c1, 1) + conv(c_in, r3, 1) + conv(r3, c3, 3) + conv(c_in, r5, 1) + conv(r5, c5, k5) + conv(c_in, pp, 1)
+    return (
+        conv(c_in, c1, 1)
+        + conv(c_in, r3, 1)
+        + conv(r3, c3, 3)
+        + conv(c_in, r5, 1)
+        + conv(r5, c5, k5)
+        + conv(c_in, pp, 1)
+    )
 
 
 def test_googlenet_paper_layout_counts_follow_table1_widths():
@@ -194,12 +293,18 @@ def test_googlenet_paper_layout_counts_follow_table1_widths():
             c_in = sum(item[1][i] for i in (0, 2, 4, 5))
     assert count_parameters(model.inception) == expected
     # Table 1's own "params" column adds up to 6.8 M; its widths give 7.0 M (the column is inconsistent)
-    assert 0.02 < count_parameters(model) / GN.PUBLISHED_PARAMS["googlenet"] - 1 < 0.04
+    assert (
+        0.02
+        < count_parameters(model) / GN.PUBLISHED_PARAMS["googlenet"] - 1
+        < 0.04
+    )
 
 
 def test_darknet53_has_53_layers():
-    convs = [m for m in darknet.darknet53().modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) + 1 == 53                    # 52 convolutions + the connected layer
+    convs = [
+        m for m in darknet.darknet53().modules() if isinstance(m, nn.Conv2d)
+    ]
+    assert len(convs) + 1 == 53  # 52 convolutions + the connected layer
 
 
 # --------------------------------------------------------------------------------------- the blocks
@@ -207,9 +312,11 @@ def test_depthwise_separable_cost_ratio():
     c_in, c_out, k = 32, 64, 3
     dense = nn.Conv2d(c_in, c_out, k, padding=1, bias=False)
     sep = M.DepthwiseSeparable(c_in, c_out)
-    convs = sum(m.weight.numel() for m in sep.modules() if isinstance(m, nn.Conv2d))
+    convs = sum(
+        m.weight.numel() for m in sep.modules() if isinstance(m, nn.Conv2d)
+    )
     # (C_in k^2 + C_in C_out) / (C_in C_out k^2) = 1/C_out + 1/k^2  (Howard et al., 2017, Eq. 5)
-    assert convs / dense.weight.numel() == pytest.approx(1 / c_out + 1 / k ** 2)
+    assert convs / dense.weight.numel() == pytest.approx(1 / c_out + 1 / k**2)
 
 
 def test_inverted_residual_uses_shortcut_only_when_shapes_match():
@@ -225,7 +332,9 @@ def test_channel_shuffle_interleaves_groups_and_is_invertible():
     x = torch.arange(12.0).view(1, 12, 1, 1)
     y = S.channel_shuffle(x, 3)
     assert y.flatten().tolist() == [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]
-    torch.testing.assert_close(S.channel_shuffle(y, 4), x)         # shuffling back with C/g groups
+    torch.testing.assert_close(
+        S.channel_shuffle(y, 4), x
+    )  # shuffling back with C/g groups
     with pytest.raises(ValueError, match="groups=5"):
         S.channel_shuffle(x, 5)
 
@@ -233,9 +342,13 @@ def test_channel_shuffle_interleaves_groups_and_is_invertible():
 def test_ghost_module_makes_half_its_maps_cheaply():
     module = G.GhostModule(32, 64)
     plain = nn.Conv2d(32, 64, 1, bias=False)
-    weights = sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
+    weights = sum(
+        m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d)
+    )
     # 32 primary 1x1 filters + 32 cheap 3x3 depthwise ones vs 64 plain 1x1 filters: about 1/s of the cost, s=2
-    assert weights == 32 * 32 + 32 * 9 and weights < 0.65 * plain.weight.numel()
+    assert (
+        weights == 32 * 32 + 32 * 9 and weights < 0.65 * plain.weight.numel()
+    )
     assert module(torch.randn(2, 32, 8, 8)).shape == (2, 64, 8, 8)
 
 
@@ -248,13 +361,19 @@ def test_fire_module_shapes_and_validation():
 
 def test_cspstage_halves_the_channels_through_its_blocks():
     stage = darknet.CSPStage(64, 128, n=2)
-    assert stage.blocks[0].conv1.out_channels == 64            # the partial path works on C/2
+    assert (
+        stage.blocks[0].conv1.out_channels == 64
+    )  # the partial path works on C/2
     assert stage(torch.randn(1, 64, 16, 16)).shape == (1, 128, 8, 8)
 
 
 def test_hrnet_fuse_exchanges_between_all_resolutions():
     fuse = hrnet.Fuse([8, 16, 32])
-    xs = [torch.randn(1, 8, 16, 16), torch.randn(1, 16, 8, 8), torch.randn(1, 32, 4, 4)]
+    xs = [
+        torch.randn(1, 8, 16, 16),
+        torch.randn(1, 16, 8, 8),
+        torch.randn(1, 32, 4, 4),
+    ]
     out = fuse(xs)
     assert [o.shape for o in out] == [x.shape for x in xs]
     # the finest output depends on the coarsest input: information was exchanged
@@ -264,7 +383,7 @@ def test_hrnet_fuse_exchanges_between_all_resolutions():
 
 def test_compound_scaling_doubles_flops_per_phi():
     c = E.compound_scaling(1.0)
-    assert c["flops_factor"] == pytest.approx(1.2 * 1.1 ** 2 * 1.15 ** 2)
+    assert c["flops_factor"] == pytest.approx(1.2 * 1.1**2 * 1.15**2)
     assert 1.9 < c["flops_factor"] < 2.0
     small, big = E.efficientnet_mini(phi=0), E.efficientnet_mini(phi=2)
     assert count_parameters(big) > count_parameters(small)
@@ -279,24 +398,36 @@ def test_nin_logits_are_means_of_class_maps():
 # -------------------------------------------------------------------------------------- deformable
 def test_deformable_reference_equals_torchvision():
     from torchvision.ops import deform_conv2d
+
     x, w, b = torch.randn(2, 3, 9, 8), torch.randn(4, 3, 3, 3), torch.randn(4)
     off, mask = torch.randn(2, 18, 5, 4) * 2, torch.rand(2, 9, 5, 4)
     for m in (None, mask):
         ref = deform_conv2d(x, off, w, b, stride=2, padding=1, mask=m)
-        torch.testing.assert_close(deformable.deform_conv2d_reference(x, off, w, b, 2, 1, mask=m), ref,
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            deformable.deform_conv2d_reference(x, off, w, b, 2, 1, mask=m),
+            ref,
+            rtol=1e-4,
+            atol=1e-4,
+        )
 
 
 def test_deformable_layer_starts_as_plain_convolution():
     layer = deformable.DeformConv2d(3, 4, 3, 1, 1)
     x = torch.randn(2, 3, 8, 8)
-    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight, padding=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        layer(x), F.conv2d(x, layer.weight, padding=1), rtol=1e-5, atol=1e-5
+    )
     pts = deformable.sampling_points(layer, layer.last_offset, 2, 3)
-    assert pts.shape == (9, 2) and pts[4].tolist() == [2.0, 3.0]     # the centre tap at the output position
+    assert pts.shape == (9, 2) and pts[4].tolist() == [
+        2.0,
+        3.0,
+    ]  # the centre tap at the output position
 
 
 # ----------------------------------------------------------------------------------- contract, CAM, zoo
-@pytest.mark.parametrize("spec", zoo.MINIATURES, ids=[m.family for m in zoo.MINIATURES])
+@pytest.mark.parametrize(
+    "spec", zoo.MINIATURES, ids=[m.family for m in zoo.MINIATURES]
+)
 def test_every_miniature_follows_the_contract(spec):
     model = spec.builder(num_classes=6, in_channels=3, **spec.kwargs)
     x = torch.randn(2, 3, 32, 32)
@@ -309,11 +440,16 @@ def test_every_miniature_follows_the_contract(spec):
 
 def test_grad_cam_equals_cam_for_gap_linear_heads():
     from vnotes.cnn import resnet_mini
+
     model = resnet_mini(num_classes=4).eval()
     x = torch.randn(3, 3, 32, 32)
     gc, logits = cam.grad_cam(model, x)
     with torch.no_grad():
-        plain = torch.relu(cam.class_activation_map(model.features_map(x), model.fc, logits.argmax(1)))
+        plain = torch.relu(
+            cam.class_activation_map(
+                model.features_map(x), model.fc, logits.argmax(1)
+            )
+        )
     plain = plain / plain.flatten(1).amax(1)[:, None, None]
     torch.testing.assert_close(gc, plain, rtol=1e-4, atol=1e-5)
     assert gc.shape == (3, 8, 8) and float(gc.max()) == pytest.approx(1.0)
@@ -328,29 +464,52 @@ def test_train_miniature_learns_a_trivial_task():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(640, 3, 32, 32, generator=g) * 0.1
     y = torch.randint(0, 2, (640,), generator=g)
-    x[y == 1, 0] += 0.8                    # class 1: a strong red channel
-    out = zoo.train_miniature(zoo.miniature("mobilenet_v1"), (x[:512], y[:512]), (x[512:576], y[512:576]),
-                              (x[576:], y[576:]), epochs=4, batch_size=32, precision="fp32", latency_repeats=1)
-    assert out["test_accuracy"] >= 0.95 and out["params"] == count_parameters(out["model"])
+    x[y == 1, 0] += 0.8  # class 1: a strong red channel
+    out = zoo.train_miniature(
+        zoo.miniature("mobilenet_v1"),
+        (x[:512], y[:512]),
+        (x[512:576], y[512:576]),
+        (x[576:], y[576:]),
+        epochs=4,
+        batch_size=32,
+        precision="fp32",
+        latency_repeats=1,
+    )
+    assert out["test_accuracy"] >= 0.95 and out["params"] == count_parameters(
+        out["model"]
+    )
     assert out["macs"] > 0 and out["latency_ms"] > 0
     with pytest.raises(ValueError, match="family='vgg'"):
         zoo.miniature("vgg")
 
 
-@pytest.mark.parametrize("spec", [s for s in zoo.IMAGENET_MODELS if s.torchvision], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "spec",
+    [s for s in zoo.IMAGENET_MODELS if s.torchvision],
+    ids=lambda s: s.name,
+)
 def test_every_zoo_entry_with_a_torchvision_twin_has_its_count(spec):
-    assert count_parameters(spec.builder()) == count_parameters(spec.torchvision_twin())
+    assert count_parameters(spec.builder()) == count_parameters(
+        spec.torchvision_twin()
+    )
 
 
 def test_count_macs_closed_form():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=4),
-                          nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.Conv2d(8, 8, 3, padding=1, groups=4),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 10),
+    )
     # conv1: 8x8 outputs x 8 channels x (3*3*3); grouped conv2: 8x8 x 8 x (2*3*3); linear: 512 x 10
-    assert count_macs(model, (3, 16, 16)) == 64 * 8 * 27 + 64 * 8 * 18 + 512 * 10
+    assert (
+        count_macs(model, (3, 16, 16)) == 64 * 8 * 27 + 64 * 8 * 18 + 512 * 10
+    )
 
 
 def test_measure_latency_validates_and_measures():
     from vnotes.cnn.profile import measure_latency
+
     model = nn.Conv2d(3, 4, 3)
     assert measure_latency(model, (3, 16, 16), repeats=2, clock="wall") > 0
     with pytest.raises(ValueError, match="clock='gpu'"):
@@ -359,7 +518,15 @@ def test_measure_latency_validates_and_measures():
 
 def test_bottleneck_comparison_counts():
     from vnotes.cnn.resnet import bottleneck_comparison
+
     counts = [r["conv weights"] for r in bottleneck_comparison(64)]
     # 256*64 + 9*64*64 + 64*256; three 3x3 at 64; ResNet-34 basic at 64; basic at 256
-    assert counts == [2 * 256 * 64 + 9 * 64 * 64, 3 * 9 * 64 * 64, 2 * 9 * 64 * 64, 2 * 9 * 256 * 256]
-    assert bottleneck_comparison(64)[1]["bottleneck saves"] == pytest.approx(1 - 17 / 27)
+    assert counts == [
+        2 * 256 * 64 + 9 * 64 * 64,
+        3 * 9 * 64 * 64,
+        2 * 9 * 64 * 64,
+        2 * 9 * 256 * 256,
+    ]
+    assert bottleneck_comparison(64)[1]["bottleneck saves"] == pytest.approx(
+        1 - 17 / 27
+    )

@@ -1,4 +1,5 @@
 """ResNet (vnotes.cnn.resnet): parameter counts and outputs against torchvision, shapes, the bottleneck saving."""
+
 import pytest
 import torch
 import torchvision
@@ -13,7 +14,11 @@ NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 def test_parameter_count_matches_torchvision(name):
     ours = getattr(R, name)()
     ref = getattr(torchvision.models, name)(weights=None)
-    assert count_parameters(ours) == count_parameters(ref) == R.PUBLISHED_PARAMS[name]
+    assert (
+        count_parameters(ours)
+        == count_parameters(ref)
+        == R.PUBLISHED_PARAMS[name]
+    )
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
@@ -21,7 +26,7 @@ def test_forward_equals_torchvision_with_its_weights(name):
     torch.manual_seed(0)
     ref = getattr(torchvision.models, name)(weights=None, num_classes=7).eval()
     ours = getattr(R, name)(num_classes=7).eval()
-    ours.load_state_dict(ref.state_dict())          # same module names, same shapes
+    ours.load_state_dict(ref.state_dict())  # same module names, same shapes
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
@@ -35,13 +40,21 @@ def test_resnet_mini_contract():
     assert m.forward_features(x, pool=False).shape == (4, 64, 8, 8)
     assert m(x).shape == (4, 10)
     m1 = resnet_mini(num_classes=3, in_channels=1, width=8, blocks=(2, 2))
-    assert m1(torch.randn(2, 1, 28, 28)).shape == (2, 3) and m1.num_features == 16
+    assert (
+        m1(torch.randn(2, 1, 28, 28)).shape == (2, 3) and m1.num_features == 16
+    )
 
 
 def test_resnet20_has_the_papers_layer_count():
     m = resnet_mini(blocks=(3, 3, 3))
-    convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (3, 3)]
-    assert len(convs) + 1 == 20            # 19 3x3 convolutions + the linear layer: 6n + 2 with n = 3
+    convs = [
+        c
+        for c in m.modules()
+        if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (3, 3)
+    ]
+    assert (
+        len(convs) + 1 == 20
+    )  # 19 3x3 convolutions + the linear layer: 6n + 2 with n = 3
 
 
 def test_bottleneck_saves_parameters_at_equal_width():

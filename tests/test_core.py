@@ -1,11 +1,17 @@
 """The shared core: scales, runtime, recording, checkpoints, the training loop."""
+
 import json
 
 import pytest
 import torch
 from torch import nn
 
-from vnotes.checkpoint import cache_key, cached_model, load_checkpoint, save_checkpoint
+from vnotes.checkpoint import (
+    cache_key,
+    cached_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vnotes.data import TensorLoader
 from vnotes.record import Recorder
 from vnotes.runtime import resolve_precision
@@ -42,15 +48,24 @@ def test_recorder_writes_per_scale(tmp_path):
         rec("bad", float("nan"))
     with pytest.raises(TypeError, match="must be a number"):
         rec("bad", "high")
-    Recorder("99_demo", "smoke", directory=tmp_path)  # a new run starts the file afresh
-    assert json.loads((tmp_path / "smoke" / "99_demo.json").read_text())["metrics"] == {}
+    Recorder(
+        "99_demo", "smoke", directory=tmp_path
+    )  # a new run starts the file afresh
+    assert (
+        json.loads((tmp_path / "smoke" / "99_demo.json").read_text())[
+            "metrics"
+        ]
+        == {}
+    )
 
 
 def test_checkpoint_atomic_and_safe(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, {"w": torch.ones(3), "epoch": 2})
     assert load_checkpoint(path)["epoch"] == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"], "no temporary file is left behind"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"], (
+        "no temporary file is left behind"
+    )
 
     class Unpicklable:
         def __reduce__(self):
@@ -58,7 +73,9 @@ def test_checkpoint_atomic_and_safe(tmp_path):
 
     with pytest.raises(RuntimeError, match="boom"):
         save_checkpoint(path, {"w": Unpicklable()})
-    assert load_checkpoint(path)["epoch"] == 2, "a failed save leaves the old checkpoint intact"
+    assert load_checkpoint(path)["epoch"] == 2, (
+        "a failed save leaves the old checkpoint intact"
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
@@ -87,18 +104,30 @@ def test_cache_key_changes_with_the_code_and_torch(tmp_path, monkeypatch):
     from vnotes import checkpoint
 
     copy = tmp_path / "vnotes"
-    shutil.copytree(checkpoint.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        checkpoint.PACKAGE_DIR,
+        copy,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     monkeypatch.setattr(checkpoint, "PACKAGE_DIR", copy)
     before = cache_key("clip", width=2)
     assert cache_key("clip", width=2) == before, "the key is deterministic"
     train_code = copy / "train.py"
-    train_code.write_text(train_code.read_text() + "\n# a changed training loop\n")
+    train_code.write_text(
+        train_code.read_text() + "\n# a changed training loop\n"
+    )
     after_edit = cache_key("clip", width=2)
-    assert after_edit != before, "editing vnotes/train.py must change every cache key"
+    assert after_edit != before, (
+        "editing vnotes/train.py must change every cache key"
+    )
     (copy / "multimodal" / "new_tower.py").write_text("X = 1\n")
-    assert cache_key("clip", width=2) != after_edit, "a new module in a subpackage changes the key too"
+    assert cache_key("clip", width=2) != after_edit, (
+        "a new module in a subpackage changes the key too"
+    )
     monkeypatch.setattr(torch, "__version__", "0.0.1")
-    assert cache_key("clip", width=2) not in (before, after_edit), "another torch version changes the key"
+    assert cache_key("clip", width=2) not in (before, after_edit), (
+        "another torch version changes the key"
+    )
 
 
 def test_tensor_loader():
@@ -106,12 +135,21 @@ def test_tensor_loader():
     loader = TensorLoader(x, x * 2, batch_size=4, shuffle=True, seed=1)
     batches = list(loader)
     assert len(loader) == len(batches) == 3
-    assert sorted(torch.cat([b[0] for b in batches]).tolist()) == list(range(10))
+    assert sorted(torch.cat([b[0] for b in batches]).tolist()) == list(
+        range(10)
+    )
     assert all(torch.equal(b[1], b[0] * 2) for b in batches)
     loader.set_epoch(1)
-    assert not torch.equal(torch.cat([b[0] for b in loader]), torch.cat([b[0] for b in batches]))
+    assert not torch.equal(
+        torch.cat([b[0] for b in loader]), torch.cat([b[0] for b in batches])
+    )
     assert len(TensorLoader(x, batch_size=4, drop_last=True)) == 2
-    sharded = [torch.cat([b[0] for b in TensorLoader(x, batch_size=2, rank=r, world_size=2)]) for r in (0, 1)]
+    sharded = [
+        torch.cat(
+            [b[0] for b in TensorLoader(x, batch_size=2, rank=r, world_size=2)]
+        )
+        for r in (0, 1)
+    ]
     assert sorted(torch.cat(sharded).tolist()) == list(range(10))
     with pytest.raises(ValueError, match="same first dimension"):
         TensorLoader(x, x[:3], batch_size=2)
@@ -133,14 +171,23 @@ def test_fit_learns_and_matches_a_hand_written_loop():
 
     model = make()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    hist = fit(model, TensorLoader(x, y, batch_size=32), optimizer=opt, epochs=3,
-               val_loader=TensorLoader(x, y, batch_size=64), device="cpu", verbose=False)
+    hist = fit(
+        model,
+        TensorLoader(x, y, batch_size=32),
+        optimizer=opt,
+        epochs=3,
+        val_loader=TensorLoader(x, y, batch_size=64),
+        device="cpu",
+        verbose=False,
+    )
     ref = make()
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
     losses = []
     for _ in range(3):
         for i in range(0, 256, 32):
-            loss = nn.functional.cross_entropy(ref(x[i:i + 32]), y[i:i + 32])
+            loss = nn.functional.cross_entropy(
+                ref(x[i : i + 32]), y[i : i + 32]
+            )
             ref_opt.zero_grad()
             loss.backward()
             ref_opt.step()
@@ -160,18 +207,40 @@ def test_fit_schedule_clipping_ema_and_checkpoint_resume(tmp_path):
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=8, gamma=0.5)
     ema = EMA(model, decay=0.9)
     ckpt = tmp_path / "run.pt"
-    hist = fit(model, TensorLoader(x, y, batch_size=32), optimizer=opt, epochs=2, scheduler=sched,
-               clip_grad_norm=0.1, ema=ema, checkpoint_path=ckpt, device="cpu", verbose=False,
-               val_loader=TensorLoader(x, y, batch_size=64))
+    hist = fit(
+        model,
+        TensorLoader(x, y, batch_size=32),
+        optimizer=opt,
+        epochs=2,
+        scheduler=sched,
+        clip_grad_norm=0.1,
+        ema=ema,
+        checkpoint_path=ckpt,
+        device="cpu",
+        verbose=False,
+        val_loader=TensorLoader(x, y, batch_size=64),
+    )
     assert hist.step["lr"][:9] == [0.5] * 8 + [0.25]
     assert len(hist.step["grad_norm"]) == 16
     assert not torch.equal(ema.model[0].weight, model[0].weight)
     state = load_checkpoint(ckpt)
     assert state["epoch"] == 1
     # resume to 4 epochs: continues from epoch 2 with the saved history
-    hist2 = fit(model, TensorLoader(x, y, batch_size=32), optimizer=opt, epochs=4, scheduler=sched,
-                checkpoint_path=ckpt, resume=True, device="cpu", verbose=False)
-    assert hist2.epochs_run == 4 and hist2.epoch["train_loss"][:2] == hist.epoch["train_loss"]
+    hist2 = fit(
+        model,
+        TensorLoader(x, y, batch_size=32),
+        optimizer=opt,
+        epochs=4,
+        scheduler=sched,
+        checkpoint_path=ckpt,
+        resume=True,
+        device="cpu",
+        verbose=False,
+    )
+    assert (
+        hist2.epochs_run == 4
+        and hist2.epoch["train_loss"][:2] == hist.epoch["train_loss"]
+    )
 
 
 def test_early_stopping_restores_best():
@@ -198,7 +267,9 @@ def test_ema_update_formula():
 def test_fit_rejects_bad_arguments():
     model = nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loader = TensorLoader(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), batch_size=2)
+    loader = TensorLoader(
+        torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), batch_size=2
+    )
     with pytest.raises(ValueError, match="epochs=-1"):
         fit(model, loader, optimizer=opt, epochs=-1)
     with pytest.raises(ValueError, match="clip_grad_norm=0"):
@@ -209,7 +280,14 @@ def test_fit_stops_on_divergence():
     x, y = _blobs()
     model = nn.Sequential(nn.Linear(2, 8), nn.Linear(8, 2))
     opt = torch.optim.SGD(model.parameters(), lr=1e6)
-    hist = fit(model, TensorLoader(x * 100, y, batch_size=32), optimizer=opt, epochs=5, device="cpu", verbose=False)
+    hist = fit(
+        model,
+        TensorLoader(x * 100, y, batch_size=32),
+        optimizer=opt,
+        epochs=5,
+        device="cpu",
+        verbose=False,
+    )
     assert hist.epochs_run < 5
 
 
@@ -217,7 +295,13 @@ def test_show_table_displays_once_and_keeps_bars_inside_cells(capsys):
     from vnotes.plot import show_table, table_markdown
 
     md = table_markdown([{"max |a - b|": 0.5, "norm": "|x|"}], title="t")
-    assert md.splitlines() == ["**t**", "", "| max \\|a - b\\| | norm |", "|---|---|", "| 0.500 | \\|x\\| |"]
+    assert md.splitlines() == [
+        "**t**",
+        "",
+        "| max \\|a - b\\| | norm |",
+        "|---|---|",
+        "| 0.500 | \\|x\\| |",
+    ]
     # returns nothing: a cell that ends with show_table(...) must not print the Markdown a second time
     assert show_table([{"a": 1}]) is None
     with pytest.raises(ValueError, match="no rows"):

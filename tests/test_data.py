@@ -1,9 +1,19 @@
 """The toy world, the digits, and the honest offline behaviour of real data sets."""
+
 import pytest
 import torch
 
-from vnotes.data import (COLOURS, SHAPES, DatasetUnavailableError, Vocabulary, WorldConfig, load_digits, load_real,
-                         make_clips, make_scenes)
+from vnotes.data import (
+    COLOURS,
+    SHAPES,
+    DatasetUnavailableError,
+    Vocabulary,
+    WorldConfig,
+    load_digits,
+    load_real,
+    make_clips,
+    make_scenes,
+)
 from vnotes.data.toyworld import Scenes
 
 
@@ -13,7 +23,11 @@ def test_scenes_are_deterministic_and_splits_differ():
     c = make_scenes(64, seed=3, max_objects=2, split="test")
     assert torch.equal(a.images, b.images) and a.captions == b.captions
     assert not torch.equal(a.images, c.images)
-    assert a.images.shape == (64, 3, 32, 32) and a.images.min() >= 0 and a.images.max() <= 1
+    assert (
+        a.images.shape == (64, 3, 32, 32)
+        and a.images.min() >= 0
+        and a.images.max() <= 1
+    )
 
 
 def test_scene_labels_boxes_and_captions_agree():
@@ -21,10 +35,15 @@ def test_scene_labels_boxes_and_captions_agree():
     assert (s.n_objects == 2).all()
     for i in range(20):
         words = s.captions[i].split()
-        assert list(COLOURS)[s.colour[i, 0]] in words and SHAPES[s.shape[i, 0]] in words
+        assert (
+            list(COLOURS)[s.colour[i, 0]] in words
+            and SHAPES[s.shape[i, 0]] in words
+        )
         x0, y0, x1, y1 = s.boxes[i, 0].tolist()
         cx, cy = s.centers[i, 0].tolist()
-        assert x0 < cx < x1 and y0 < cy < y1, "the object's centre lies in its box"
+        assert x0 < cx < x1 and y0 < cy < y1, (
+            "the object's centre lies in its box"
+        )
     # objects are drawn where their boxes say: the box region holds the object's colour
     i = 0
     x0, y0, x1, y1 = s.boxes[i, 0].long().tolist()
@@ -56,16 +75,27 @@ def test_clips_move_in_their_direction():
     assert c.videos.shape == (32, 6, 3, 32, 32)
     for i in range(8):
         v = c.videos[i]
-        bright = (v.max(1).values - v.min(1).values)  # objects are saturated, background grey
+        bright = (
+            v.max(1).values - v.min(1).values
+        )  # objects are saturated, background grey
 
         def centroid(frame):
             m = (frame > 0.3).float()
-            ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-            return torch.stack([(xs * m).sum() / m.sum(), (ys * m).sum() / m.sum()])
+            ys, xs = torch.meshgrid(
+                torch.arange(32.0), torch.arange(32.0), indexing="ij"
+            )
+            return torch.stack(
+                [(xs * m).sum() / m.sum(), (ys * m).sum() / m.sum()]
+            )
 
         d = centroid(bright[-1]) - centroid(bright[0])
-        expected = torch.tensor([[1, 0], [-1, 0], [0, 1], [0, -1]][c.direction[i]], dtype=torch.float)
-        assert (d * expected).sum() > 2, "the object moved the way its label says"
+        expected = torch.tensor(
+            [[1, 0], [-1, 0], [0, 1], [0, -1]][c.direction[i]],
+            dtype=torch.float,
+        )
+        assert (d * expected).sum() > 2, (
+            "the object moved the way its label says"
+        )
 
 
 def test_vocabulary_round_trip():
@@ -89,7 +119,9 @@ def test_digits_splits_are_disjoint_and_stratified():
 def test_real_data_offline_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetUnavailableError, match="download=True"):
         load_real("mnist", root=tmp_path)
-    assert list(tmp_path.iterdir()) == [], "nothing that looks like data is left behind"
+    assert list(tmp_path.iterdir()) == [], (
+        "nothing that looks like data is left behind"
+    )
     with pytest.raises(ValueError, match="dataset='imagenet'"):
         load_real("imagenet", root=tmp_path)
 
@@ -102,14 +134,25 @@ def test_object_masks_follow_subsets():
     sub = s.subset(idx)
     assert torch.equal(sub.object_masks(), masks[idx])
     assert torch.equal(s.subset(slice(5, 9)).object_masks(), masks[5:9])
-    assert masks.any(dim=(1, 2)).all(), "every scene has at least one object pixel"
+    assert masks.any(dim=(1, 2)).all(), (
+        "every scene has at least one object pixel"
+    )
     # every mask pixel lies inside one of its scene's boxes (x0, y0, x1, y1)
-    ys, xs = torch.meshgrid(torch.arange(masks.shape[1]), torch.arange(masks.shape[2]), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(masks.shape[1]),
+        torch.arange(masks.shape[2]),
+        indexing="ij",
+    )
     for i in range(len(s)):
         inside = torch.zeros_like(masks[i])
         for k in range(int(s.n_objects[i])):
             x0, y0, x1, y1 = s.boxes[i, k].tolist()
-            inside |= (xs + 0.5 >= x0 - 1) & (xs + 0.5 <= x1 + 1) & (ys + 0.5 >= y0 - 1) & (ys + 0.5 <= y1 + 1)
+            inside |= (
+                (xs + 0.5 >= x0 - 1)
+                & (xs + 0.5 <= x1 + 1)
+                & (ys + 0.5 >= y0 - 1)
+                & (ys + 0.5 <= y1 + 1)
+            )
         assert not (masks[i] & ~inside).any()
 
 
@@ -117,6 +160,16 @@ def test_object_masks_errors_are_clear():
     s = make_scenes(4, seed=0)
     with pytest.raises(ValueError, match="threshold"):
         s.object_masks(threshold=1.5)
-    bare = Scenes(s.images, s.shape, s.colour, s.size, s.boxes, s.centers, s.n_objects, s.captions, s.config)
+    bare = Scenes(
+        s.images,
+        s.shape,
+        s.colour,
+        s.size,
+        s.boxes,
+        s.centers,
+        s.n_objects,
+        s.captions,
+        s.config,
+    )
     with pytest.raises(ValueError, match="no coverage"):
         bare.object_masks()

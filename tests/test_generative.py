@@ -1,4 +1,5 @@
 """Chapter 6: the generative models' formulas, each checked against a reference or a closed form."""
+
 import math
 
 import numpy as np
@@ -7,23 +8,57 @@ import scipy.linalg
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from vnotes.generative import (GaussianDiffusion, Judge, UNet, judge_report)
-from vnotes.generative.autoencoders import (VAE, VQVAE, Autoencoder, VectorQuantizer, code_perplexity,
-                                            code_sequences, fit_latent_gaussian, gaussian_kl, reparameterize,
-                                            sample_codes, vae_loss, vqvae_loss)
-from vnotes.generative.diffusion import (AttentionBlock, cosine_alpha_bar, cosine_beta_schedule,
-                                         linear_beta_schedule, timestep_embedding)
-from vnotes.generative.gan import AdversarialStep, dcgan, dcgan_optimizers, pairwise_diversity
-from vnotes.generative.judge import class_coverage, frechet_distance, gaussian_stats, random_shift
+from vnotes.generative import GaussianDiffusion, Judge, UNet, judge_report
+from vnotes.generative.autoencoders import (
+    VAE,
+    VQVAE,
+    Autoencoder,
+    VectorQuantizer,
+    code_perplexity,
+    code_sequences,
+    fit_latent_gaussian,
+    gaussian_kl,
+    reparameterize,
+    sample_codes,
+    vae_loss,
+    vqvae_loss,
+)
+from vnotes.generative.diffusion import (
+    AttentionBlock,
+    cosine_alpha_bar,
+    cosine_beta_schedule,
+    linear_beta_schedule,
+    timestep_embedding,
+)
+from vnotes.generative.gan import (
+    AdversarialStep,
+    dcgan,
+    dcgan_optimizers,
+    pairwise_diversity,
+)
+from vnotes.generative.judge import (
+    class_coverage,
+    frechet_distance,
+    gaussian_stats,
+    random_shift,
+)
 
 
 # --------------------------------------------------------------------------- VAE
 def test_gaussian_kl_matches_torch_distributions():
     g = torch.Generator().manual_seed(0)
-    mu, logvar = torch.randn(64, 8, generator=g) * 2, torch.randn(64, 8, generator=g)
-    ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(-1)
+    mu, logvar = (
+        torch.randn(64, 8, generator=g) * 2,
+        torch.randn(64, 8, generator=g),
+    )
+    ref = kl_divergence(
+        Normal(mu, (0.5 * logvar).exp()),
+        Normal(torch.zeros_like(mu), torch.ones_like(mu)),
+    ).sum(-1)
     assert torch.allclose(gaussian_kl(mu, logvar), ref, atol=1e-5)
-    assert torch.allclose(gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)), torch.zeros(3))
+    assert torch.allclose(
+        gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)), torch.zeros(3)
+    )
 
 
 def test_reparameterization_is_a_sample_with_gradients():
@@ -33,10 +68,14 @@ def test_reparameterization_is_a_sample_with_gradients():
     z = reparameterize(mu, logvar, eps)
     assert torch.allclose(z, torch.tensor([[1.5, -4.0]]))
     z.sum().backward()
-    assert torch.allclose(mu.grad, torch.ones(1, 2))                       # dz/dmu = 1
-    assert torch.allclose(logvar.grad, 0.5 * torch.exp(0.5 * logvar.detach()) * eps)  # dz/dlogvar = sigma eps / 2
+    assert torch.allclose(mu.grad, torch.ones(1, 2))  # dz/dmu = 1
+    assert torch.allclose(
+        logvar.grad, 0.5 * torch.exp(0.5 * logvar.detach()) * eps
+    )  # dz/dlogvar = sigma eps / 2
     # many draws have the asked mean and standard deviation
-    many = reparameterize(torch.full((200_000, 1), 3.0), torch.full((200_000, 1), math.log(0.25)))
+    many = reparameterize(
+        torch.full((200_000, 1), 3.0), torch.full((200_000, 1), math.log(0.25))
+    )
     assert abs(many.mean() - 3.0) < 0.01 and abs(many.std() - 0.5) < 0.01
 
 
@@ -48,8 +87,14 @@ def test_vae_loss_is_the_negative_elbo():
     loss, parts = vae_loss(vae, x)
     torch.manual_seed(1)
     logits, mu, logvar = vae(x)
-    log_lik = Bernoulli(logits=logits, validate_args=False).log_prob(x).sum((1, 2, 3))           # log p(x | z) for [0, 1] targets
-    kl = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(-1)
+    log_lik = (
+        Bernoulli(logits=logits, validate_args=False)
+        .log_prob(x)
+        .sum((1, 2, 3))
+    )  # log p(x | z) for [0, 1] targets
+    kl = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(
+        -1
+    )
     assert torch.allclose(loss, (-log_lik + kl).mean(), atol=1e-4)
     assert torch.allclose(parts["kl"], kl.mean(), atol=1e-5)
 
@@ -58,7 +103,10 @@ def test_vae_and_autoencoder_shapes_and_errors():
     ae, vae = Autoencoder((1, 8, 8), 4, (32,)), VAE((1, 8, 8), 4, (32,))
     x = torch.rand(3, 1, 8, 8)
     assert ae(x).shape == x.shape and ae.encode(x).shape == (3, 4)
-    assert vae.sample(6).shape == (6, 1, 8, 8) and vae.reconstruct(x).shape == x.shape
+    assert (
+        vae.sample(6).shape == (6, 1, 8, 8)
+        and vae.reconstruct(x).shape == x.shape
+    )
     gauss = fit_latent_gaussian(torch.randn(100, 4) * 3 + 1)
     assert gauss.sample((5,)).shape == (5, 4)
     with pytest.raises(ValueError, match="latent_dim"):
@@ -78,7 +126,10 @@ def test_quantizer_picks_the_nearest_code_and_passes_gradients_straight_through(
     flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, 3)
     ref = torch.cdist(flat, vq.codebook.weight.detach()).argmin(1)
     assert torch.equal(codes.flatten(), ref)
-    assert torch.allclose(z_q.detach().permute(0, 2, 3, 1).reshape(-1, 3), vq.codebook.weight.detach()[ref])
+    assert torch.allclose(
+        z_q.detach().permute(0, 2, 3, 1).reshape(-1, 3),
+        vq.codebook.weight.detach()[ref],
+    )
     # straight-through: d(sum z_q)/d z_e = 1 everywhere
     (z_q.sum()).backward(retain_graph=True)
     assert torch.allclose(z_e.grad, torch.ones_like(z_e))
@@ -88,8 +139,14 @@ def test_quantizer_picks_the_nearest_code_and_passes_gradients_straight_through(
     losses["vq_loss"].backward()
     e = vq.codebook.weight.detach()[ref]
     n = flat.numel()
-    assert torch.allclose(z_e.grad.permute(0, 2, 3, 1).reshape(-1, 3), vq.beta * 2 * (flat - e) / n, atol=1e-6)
-    grad_codebook = torch.zeros_like(vq.codebook.weight).index_add_(0, ref, 2 * (e - flat) / n)
+    assert torch.allclose(
+        z_e.grad.permute(0, 2, 3, 1).reshape(-1, 3),
+        vq.beta * 2 * (flat - e) / n,
+        atol=1e-6,
+    )
+    grad_codebook = torch.zeros_like(vq.codebook.weight).index_add_(
+        0, ref, 2 * (e - flat) / n
+    )
     assert torch.allclose(vq.codebook.weight.grad, grad_codebook, atol=1e-6)
 
 
@@ -97,14 +154,19 @@ def test_dead_codes_are_restarted_at_encoder_outputs():
     torch.manual_seed(0)
     vq = VectorQuantizer(num_codes=4, code_dim=2, dead_after=3)
     with torch.no_grad():
-        vq.codebook.weight.copy_(torch.tensor([[0.0, 0.0], [0.1, 0.0], [50.0, 50.0], [-50.0, 50.0]]))
-    z = torch.randn(1, 2, 4, 4) * 0.1                                        # always nearest to code 0 or 1
+        vq.codebook.weight.copy_(
+            torch.tensor([[0.0, 0.0], [0.1, 0.0], [50.0, 50.0], [-50.0, 50.0]])
+        )
+    z = torch.randn(1, 2, 4, 4) * 0.1  # always nearest to code 0 or 1
     for _ in range(3):
         vq(z)
     flat = z.permute(0, 2, 3, 1).reshape(-1, 2)
     assert vq.restarts == 2
-    for k in (2, 3):                                                          # moved onto encoder outputs
-        assert torch.cdist(vq.codebook.weight.detach()[k:k + 1], flat).min() < 1e-6
+    for k in (2, 3):  # moved onto encoder outputs
+        assert (
+            torch.cdist(vq.codebook.weight.detach()[k : k + 1], flat).min()
+            < 1e-6
+        )
     vq_off = VectorQuantizer(num_codes=4, code_dim=2, dead_after=0)
     for _ in range(5):
         vq_off(z)
@@ -127,7 +189,9 @@ def test_vqvae_shapes_loss_and_prior_sampling():
     seq = code_sequences(codes, 8)
     assert seq.shape == (2, 17) and (seq[:, 0] == 8).all()
 
-    class FavoursStart(torch.nn.Module):          # a prior that would pick the start token if allowed
+    class FavoursStart(
+        torch.nn.Module
+    ):  # a prior that would pick the start token if allowed
         def __init__(self):
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
@@ -137,17 +201,27 @@ def test_vqvae_shapes_loss_and_prior_sampling():
             logits[..., 8] = 100.0
             return logits
 
-    grids = sample_codes(FavoursStart(), 5, (4, 4), 8, generator=torch.Generator().manual_seed(0))
+    grids = sample_codes(
+        FavoursStart(),
+        5,
+        (4, 4),
+        8,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert grids.shape == (5, 4, 4) and int(grids.max()) < 8
 
 
 # --------------------------------------------------------------------------- diffusion
 def test_linear_and_cosine_schedules():
     b = linear_beta_schedule(1000)
-    assert b[0].item() == pytest.approx(1e-4) and b[-1].item() == pytest.approx(0.02)
+    assert b[0].item() == pytest.approx(1e-4) and b[
+        -1
+    ].item() == pytest.approx(0.02)
     abar = cosine_alpha_bar(100)
     betas = cosine_beta_schedule(100)
-    assert torch.allclose(torch.cumprod(1 - betas, 0)[:90], abar[1:91], atol=1e-10)   # unclipped part
+    assert torch.allclose(
+        torch.cumprod(1 - betas, 0)[:90], abar[1:91], atol=1e-10
+    )  # unclipped part
     t = torch.arange(101, dtype=torch.float64) / 100
     f = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
     assert torch.allclose(abar, f / f[0])
@@ -164,13 +238,18 @@ def test_closed_form_q_matches_step_by_step_noising(schedule):
     # Monte Carlo: noising 20,000 copies of x0 step by step gives the closed-form mean and spread
     x0 = torch.full((20_000, 1), 0.7)
     t = 120
-    xt, _ = d.q_sample_stepwise(x0, t, generator=torch.Generator().manual_seed(0))
+    xt, _ = d.q_sample_stepwise(
+        x0, t, generator=torch.Generator().manual_seed(0)
+    )
     assert abs(xt.mean().item() - 0.7 * d.sqrt_alpha_bar[t].item()) < 0.02
     assert abs(xt.std().item() - d.sqrt_one_minus_alpha_bar[t].item()) < 0.02
     # and q_sample with a given noise is the formula itself
     noise = torch.randn(4, 1)
     tt = torch.tensor([0, 5, 50, 199])
-    ref = d.sqrt_alpha_bar[tt, None] * x0[:4] + d.sqrt_one_minus_alpha_bar[tt, None] * noise
+    ref = (
+        d.sqrt_alpha_bar[tt, None] * x0[:4]
+        + d.sqrt_one_minus_alpha_bar[tt, None] * noise
+    )
     assert torch.allclose(d.q_sample(x0[:4], tt, noise), ref)
 
 
@@ -181,9 +260,15 @@ def test_posterior_is_bayes_rule_for_the_two_gaussians():
         tt = torch.tensor([t])
         mean, var = d.q_posterior(x0, xt, tt)
         # q(x_{t-1} | x0) = N(sqrt(abar_{t-1}) x0, 1 - abar_{t-1});  q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t)
-        ab_prev, a, b = d.alpha_bar[t - 1].double(), d.alphas[t].double(), d.betas[t].double()
+        ab_prev, a, b = (
+            d.alpha_bar[t - 1].double(),
+            d.alphas[t].double(),
+            d.betas[t].double(),
+        )
         precision = 1 / (1 - ab_prev) + a / b
-        ref_mean = (ab_prev.sqrt() * 0.3 / (1 - ab_prev) + a.sqrt() * -0.8 / b) / precision
+        ref_mean = (
+            ab_prev.sqrt() * 0.3 / (1 - ab_prev) + a.sqrt() * -0.8 / b
+        ) / precision
         assert mean.item() == pytest.approx(ref_mean.item(), rel=1e-4)
         assert var.item() == pytest.approx((1 / precision).item(), rel=1e-4)
 
@@ -196,7 +281,9 @@ class _ToyEps(torch.nn.Module):
         self.scale = torch.nn.Parameter(torch.tensor(0.3))
 
     def forward(self, x, t, cond=None, cond_mask=None):
-        out = self.scale * torch.tanh(x) + 0.001 * t.float()[:, None, None, None]
+        out = (
+            self.scale * torch.tanh(x) + 0.001 * t.float()[:, None, None, None]
+        )
         if cond is not None:
             shift = cond.float()[:, None, None, None]
             if cond_mask is not None:
@@ -208,21 +295,45 @@ class _ToyEps(torch.nn.Module):
 def test_ddim_with_eta_one_and_all_steps_is_ancestral_sampling():
     d = GaussianDiffusion(30, "linear", clip_denoised=False)
     model = _ToyEps()
-    a = d.sample(model, (3, 1, 2, 2), generator=torch.Generator().manual_seed(7))
-    b = d.ddim_sample(model, (3, 1, 2, 2), steps=30, eta=1.0, generator=torch.Generator().manual_seed(7))
+    a = d.sample(
+        model, (3, 1, 2, 2), generator=torch.Generator().manual_seed(7)
+    )
+    b = d.ddim_sample(
+        model,
+        (3, 1, 2, 2),
+        steps=30,
+        eta=1.0,
+        generator=torch.Generator().manual_seed(7),
+    )
     assert torch.allclose(a, b, atol=1e-4)
-    c = d.ddim_sample(model, (3, 1, 2, 2), steps=5, eta=0.0, generator=torch.Generator().manual_seed(7))
-    assert d.ddim_timesteps(5) == [0, 7, 14, 22, 29] and torch.isfinite(c).all()
+    c = d.ddim_sample(
+        model,
+        (3, 1, 2, 2),
+        steps=5,
+        eta=0.0,
+        generator=torch.Generator().manual_seed(7),
+    )
+    assert (
+        d.ddim_timesteps(5) == [0, 7, 14, 22, 29] and torch.isfinite(c).all()
+    )
 
 
 def test_classifier_free_guidance_combines_conditional_and_unconditional():
     d = GaussianDiffusion(10)
     model = _ToyEps()
-    x, t, y = torch.randn(4, 1, 2, 2), torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 0, 3])
+    x, t, y = (
+        torch.randn(4, 1, 2, 2),
+        torch.tensor([1, 2, 3, 4]),
+        torch.tensor([1, 2, 0, 3]),
+    )
     w = 2.5
     eps_c = model(x, t, y)
     eps_u = model(x, t, y, torch.zeros(4, dtype=torch.bool))
-    assert torch.allclose(d.predict_noise(model, x, t, y, w), (1 + w) * eps_c - w * eps_u, atol=1e-6)
+    assert torch.allclose(
+        d.predict_noise(model, x, t, y, w),
+        (1 + w) * eps_c - w * eps_u,
+        atol=1e-6,
+    )
     assert torch.allclose(d.predict_noise(model, x, t, y, 0.0), eps_c)
 
 
@@ -236,16 +347,26 @@ def test_training_loss_drops_the_condition_at_the_asked_rate():
 
     torch.manual_seed(0)
     d = GaussianDiffusion(100, cond_drop_prob=0.25)
-    loss = d.loss(Spy(), torch.zeros(4000, 1, 1, 1), torch.zeros(4000, dtype=torch.long))
+    loss = d.loss(
+        Spy(), torch.zeros(4000, 1, 1, 1), torch.zeros(4000, dtype=torch.long)
+    )
     assert abs((~seen[-1]).float().mean().item() - 0.25) < 0.03
-    assert loss.item() == pytest.approx(1.0, abs=0.1)                        # E||eps||^2 = 1 for a zero predictor
+    assert loss.item() == pytest.approx(
+        1.0, abs=0.1
+    )  # E||eps||^2 = 1 for a zero predictor
 
 
 def test_timestep_embedding_is_sinusoidal():
     t = torch.tensor([0, 3, 250])
     emb = timestep_embedding(t, 8)
     freqs = 10000 ** (-torch.arange(4) / 4)
-    assert torch.allclose(emb, torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], -1), atol=1e-5)
+    assert torch.allclose(
+        emb,
+        torch.cat(
+            [torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], -1
+        ),
+        atol=1e-5,
+    )
 
 
 def test_attention_block_matches_explicit_softmax_attention():
@@ -254,8 +375,10 @@ def test_attention_block_matches_explicit_softmax_attention():
     torch.nn.init.normal_(block.proj.weight)
     x = torch.randn(2, 8, 3, 3)
     h = block.norm(x)
-    q, k, v = block.qkv(h).reshape(2, 3, 8, 9).unbind(1)                    # [B, C, HW]
-    attn = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(8), dim=-1)       # [B, HW, HW]
+    q, k, v = block.qkv(h).reshape(2, 3, 8, 9).unbind(1)  # [B, C, HW]
+    attn = torch.softmax(
+        q.transpose(1, 2) @ k / math.sqrt(8), dim=-1
+    )  # [B, HW, HW]
     out = (v @ attn.transpose(1, 2)).reshape(2, 8, 3, 3)
     assert torch.allclose(block(x), x + block.proj(out), atol=1e-5)
 
@@ -263,20 +386,33 @@ def test_attention_block_matches_explicit_softmax_attention():
 def test_unet_conditioning_and_shapes():
     torch.manual_seed(0)
     for kw in ({}, {"num_classes": 10}, {"cond_dim": 5}):
-        net = UNet(1, 8, channel_mults=(1, 2), attention_resolutions=(4,), image_size=8, **kw)
+        net = UNet(
+            1,
+            8,
+            channel_mults=(1, 2),
+            attention_resolutions=(4,),
+            image_size=8,
+            **kw,
+        )
         x, t = torch.randn(3, 1, 8, 8), torch.tensor([0, 10, 999])
-        assert torch.equal(net(x, t), torch.zeros_like(x))                   # zero-initialised output layer
+        assert torch.equal(
+            net(x, t), torch.zeros_like(x)
+        )  # zero-initialised output layer
     net = UNet(3, 8, cond_dim=5, channel_mults=(1, 2), image_size=8)
     t = torch.tensor([4, 5])
     c = torch.randn(2, 5)
-    assert torch.allclose(net.embed(t, c, torch.tensor([False, False])), net.embed(t, None))
+    assert torch.allclose(
+        net.embed(t, c, torch.tensor([False, False])), net.embed(t, None)
+    )
     assert not torch.allclose(net.embed(t, c), net.embed(t, None))
     with pytest.raises(ValueError, match="not both"):
         UNet(1, 8, num_classes=3, cond_dim=4)
     with pytest.raises(ValueError, match="image_size=12"):
         UNet(1, 8, channel_mults=(1, 2, 2, 2), image_size=12)
     with pytest.raises(ValueError, match="cond"):
-        UNet(1, 8, num_classes=3, channel_mults=(1, 2), image_size=8).embed(t, torch.randn(2, 4))
+        UNet(1, 8, num_classes=3, channel_mults=(1, 2), image_size=8).embed(
+            t, torch.randn(2, 4)
+        )
 
 
 # --------------------------------------------------------------------------- GAN
@@ -288,15 +424,23 @@ def test_dcgan_shapes_init_and_alternating_updates():
     assert x.shape == (4, 1, 16, 16) and x.abs().max() <= 1
     assert gan.discriminator(x).shape == (4,)
     w = gan.discriminator.net[0].weight
-    assert abs(w.std().item() - 0.02) < 0.005                                # DCGAN's N(0, 0.02)
+    assert abs(w.std().item() - 0.02) < 0.005  # DCGAN's N(0, 0.02)
     g_opt, d_opt = dcgan_optimizers(gan)
-    assert d_opt.defaults["betas"] == (0.5, 0.999) and d_opt.defaults["lr"] == 2e-4
+    assert (
+        d_opt.defaults["betas"] == (0.5, 0.999)
+        and d_opt.defaults["lr"] == 2e-4
+    )
     d_before = [p.detach().clone() for p in gan.discriminator.parameters()]
     g_before = [p.detach().clone() for p in gan.generator.parameters()]
     step = AdversarialStep(d_opt, 8, torch.Generator().manual_seed(0))
     g_loss, logs = step(gan, (torch.rand(4, 1, 16, 16) * 2 - 1,))
-    assert any(not torch.equal(a, b) for a, b in zip(d_before, gan.discriminator.parameters()))  # D stepped
-    assert all(torch.equal(a, b) for a, b in zip(g_before, gan.generator.parameters()))          # G not yet
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(d_before, gan.discriminator.parameters())
+    )  # D stepped
+    assert all(
+        torch.equal(a, b) for a, b in zip(g_before, gan.generator.parameters())
+    )  # G not yet
     g_loss.backward()
     assert all(p.grad is not None for p in gan.generator.parameters())
     assert 0 <= logs["D(x)"].item() <= 1 and logs["d_loss"].item() > 0
@@ -316,11 +460,18 @@ def test_frechet_distance_matches_scipy_sqrtm_and_1d_closed_form():
     a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
     s1, s2 = a @ a.T + 0.1 * np.eye(6), b @ b.T + 0.1 * np.eye(6)
     m1, m2 = rng.normal(size=6), rng.normal(size=6)
-    ref = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
+    ref = np.sum((m1 - m2) ** 2) + np.trace(
+        s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real
+    )
     got = frechet_distance(*(torch.from_numpy(v) for v in (m1, s1, m2, s2)))
     assert got == pytest.approx(ref, rel=1e-6)
     # one dimension: (m1 - m2)^2 + (s1 - s2)^2 for standard deviations s
-    one = frechet_distance(torch.tensor([1.0]), torch.tensor([[4.0]]), torch.tensor([-1.0]), torch.tensor([[9.0]]))
+    one = frechet_distance(
+        torch.tensor([1.0]),
+        torch.tensor([[4.0]]),
+        torch.tensor([-1.0]),
+        torch.tensor([[9.0]]),
+    )
     assert one == pytest.approx(4.0 + 1.0)
     mu, cov = gaussian_stats(torch.randn(500, 4))
     assert frechet_distance(mu, cov, mu, cov) == pytest.approx(0.0, abs=1e-8)
@@ -329,7 +480,9 @@ def test_frechet_distance_matches_scipy_sqrtm_and_1d_closed_form():
 def test_gaussian_stats_is_numpy_mean_and_cov():
     f = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
     mu, cov = gaussian_stats(f)
-    assert np.allclose(mu.numpy(), f.numpy().mean(0)) and np.allclose(cov.numpy(), np.cov(f.numpy().T))
+    assert np.allclose(mu.numpy(), f.numpy().mean(0)) and np.allclose(
+        cov.numpy(), np.cov(f.numpy().T)
+    )
 
 
 def test_class_coverage_and_report():
@@ -338,9 +491,21 @@ def test_class_coverage_and_report():
     torch.manual_seed(0)
     judge = Judge(1, 10, width=8).eval()
     x = torch.rand(20, 1, 8, 8)
-    rep = judge_report(judge, x, real=torch.rand(30, 1, 8, 8), labels=torch.zeros(20, dtype=torch.long))
-    assert set(rep) >= {"judge_confidence", "class_coverage", "feature_frechet_distance", "conditional_accuracy"}
-    assert 0 <= rep["judge_confidence"] <= 1 and sum(rep["class_histogram"]) == 20
+    rep = judge_report(
+        judge,
+        x,
+        real=torch.rand(30, 1, 8, 8),
+        labels=torch.zeros(20, dtype=torch.long),
+    )
+    assert set(rep) >= {
+        "judge_confidence",
+        "class_coverage",
+        "feature_frechet_distance",
+        "conditional_accuracy",
+    }
+    assert (
+        0 <= rep["judge_confidence"] <= 1 and sum(rep["class_histogram"]) == 20
+    )
     with pytest.raises(ValueError, match="confidence"):
         judge_report(judge, x, confidence=1.5)
 
@@ -349,8 +514,12 @@ def test_random_shift_translates_without_changing_content():
     x = torch.zeros(64, 1, 6, 6)
     x[:, :, 2:4, 2:4] = 1.0
     y = random_shift(x, 1, torch.Generator().manual_seed(0))
-    assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)))               # the blob moves, intact
-    assert len({tuple(torch.nonzero(img[0])[0].tolist()) for img in y}) == 9  # all 9 shifts occur
+    assert torch.allclose(
+        y.sum((1, 2, 3)), x.sum((1, 2, 3))
+    )  # the blob moves, intact
+    assert (
+        len({tuple(torch.nonzero(img[0])[0].tolist()) for img in y}) == 9
+    )  # all 9 shifts occur
     assert torch.equal(random_shift(x, 0), x)
 
 
@@ -375,13 +544,21 @@ def test_recipes_build_deterministically_and_sample_in_range():
     from vnotes.generative import recipes
 
     a, b = recipes.build("vae", "smoke"), recipes.build("vae", "smoke")
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(
+        torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())
+    )
     data = {"train": type("D", (), {"images": torch.rand(40, 1, 16, 16)})()}
     for name in ("ae", "vae", "vqvae", "gan", "ddpm"):
         model = recipes.build(name, "smoke").eval()
-        gauss = recipes.ae_latent_gaussian(model, data) if name == "ae" else None
-        x = recipes.draw_samples(name, model, 4, "smoke", latent_gaussian=gauss)
-        assert x.shape == (4, 1, 16, 16) and 0 <= x.min() and x.max() <= 1, name
+        gauss = (
+            recipes.ae_latent_gaussian(model, data) if name == "ae" else None
+        )
+        x = recipes.draw_samples(
+            name, model, 4, "smoke", latent_gaussian=gauss
+        )
+        assert x.shape == (4, 1, 16, 16) and 0 <= x.min() and x.max() <= 1, (
+            name
+        )
     with pytest.raises(ValueError, match="unknown"):
         recipes.recipe("pixelcnn", "smoke")
     with pytest.raises(ValueError, match="latent_gaussian"):
@@ -391,8 +568,12 @@ def test_recipes_build_deterministically_and_sample_in_range():
 def test_latent_gaussian_sampler_has_the_fitted_moments():
     from vnotes.generative.recipes import _mvn_sample
 
-    codes = torch.randn(5000, 3) @ torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.5, 0.3]]) + torch.tensor([1.0, -2.0, 0.5])
+    codes = torch.randn(5000, 3) @ torch.tensor(
+        [[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.5, 0.3]]
+    ) + torch.tensor([1.0, -2.0, 0.5])
     dist = fit_latent_gaussian(codes)
     draws = _mvn_sample(dist, 20000, torch.Generator().manual_seed(0)).double()
     assert torch.allclose(draws.mean(0), dist.loc, atol=0.05)
-    assert torch.allclose(torch.cov(draws.T), dist.covariance_matrix, rtol=0.06, atol=0.02)   # 20,000 draws
+    assert torch.allclose(
+        torch.cov(draws.T), dist.covariance_matrix, rtol=0.06, atol=0.02
+    )  # 20,000 draws

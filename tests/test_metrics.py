@@ -1,4 +1,5 @@
 """Each executed notebook's recorded metrics meet its thresholds at the scale that produced them."""
+
 import json
 
 import pytest
@@ -20,12 +21,16 @@ def test_recorded_metrics_meet_thresholds(notebook, scale):
     rules = thresholds(notebook).get(scale, {})
     if not path.exists():
         if scale == "default":
-            pytest.fail(f"{path} is missing: the book build executes every chapter at default")
+            pytest.fail(
+                f"{path} is missing: the book build executes every chapter at default"
+            )
         pytest.skip(f"{notebook} was not run at {scale}")
     recorded = json.loads(path.read_text())
     assert recorded["scale"] == scale
     metrics = recorded["metrics"]
-    assert rules or scale != "default", f"tests/thresholds/{notebook}.toml has no [default] rules"
+    assert rules or scale != "default", (
+        f"tests/thresholds/{notebook}.toml has no [default] rules"
+    )
     failures = []
     for name, rule in rules.items():
         if name not in metrics:

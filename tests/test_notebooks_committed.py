@@ -1,4 +1,5 @@
 """Committed notebooks are clean and follow the book's conventions."""
+
 import json
 import re
 
@@ -11,13 +12,17 @@ NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
 
 def test_every_toc_entry_exists():
     for f in toc_files():
-        assert (ROOT / f"{f}.ipynb").exists() or (ROOT / f"{f}.md").exists(), f"_toc.yml names {f}, which is missing"
+        assert (ROOT / f"{f}.ipynb").exists() or (ROOT / f"{f}.md").exists(), (
+            f"_toc.yml names {f}, which is missing"
+        )
 
 
 def test_every_chapter_notebook_is_in_the_toc():
     listed = set(chapter_notebooks())
     missing = [nb.name for nb in NOTEBOOKS if nb not in listed]
-    assert not missing, f"notebooks not in _toc.yml (the book would skip them): {missing}"
+    assert not missing, (
+        f"notebooks not in _toc.yml (the book would skip them): {missing}"
+    )
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -26,14 +31,34 @@ def test_notebook_is_stripped_and_conventional(nb):
     cells = data["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     for c in code:
-        assert c["outputs"] == [] and c["execution_count"] is None, f"{nb.name}: commit notebooks without outputs"
-    src = lambda c: c["source"] if isinstance(c["source"], str) else "".join(c["source"])
-    assert cells[0]["cell_type"] == "markdown" and src(cells[0]).startswith("# "), "first cell: the chapter title"
-    assert "google.colab" in src(code[0]), "first code cell installs vnotes in Colab"
-    params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert c["outputs"] == [] and c["execution_count"] is None, (
+            f"{nb.name}: commit notebooks without outputs"
+        )
+    src = lambda c: (
+        c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+    )
+    assert cells[0]["cell_type"] == "markdown" and src(cells[0]).startswith(
+        "# "
+    ), "first cell: the chapter title"
+    assert "google.colab" in src(code[0]), (
+        "first code cell installs vnotes in Colab"
+    )
+    params = [
+        c
+        for c in code
+        if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     assert len(params) == 1, "exactly one cell tagged 'parameters' (papermill)"
-    assert 'os.environ.get("VNOTES_SCALE"' in src(params[0]), "the parameters cell reads VNOTES_SCALE"
-    assert f'Recorder("{nb.stem}"' in "".join(src(c) for c in code), f"records metrics as Recorder({nb.stem!r}, ...)"
-    assert (THRESHOLDS / f"{nb.stem}.toml").exists(), f"tests/thresholds/{nb.stem}.toml is missing"
+    assert 'os.environ.get("VNOTES_SCALE"' in src(params[0]), (
+        "the parameters cell reads VNOTES_SCALE"
+    )
+    assert f'Recorder("{nb.stem}"' in "".join(src(c) for c in code), (
+        f"records metrics as Recorder({nb.stem!r}, ...)"
+    )
+    assert (THRESHOLDS / f"{nb.stem}.toml").exists(), (
+        f"tests/thresholds/{nb.stem}.toml is missing"
+    )
     for c in code:
-        assert not re.search(r"^\s*class \w+", src(c), re.M), f"{nb.name}: models belong in vnotes, not in notebooks"
+        assert not re.search(r"^\s*class \w+", src(c), re.M), (
+            f"{nb.name}: models belong in vnotes, not in notebooks"
+        )

@@ -1,4 +1,5 @@
 """vnotes.optim against torch.optim and torch.optim.lr_scheduler, step for step."""
+
 import math
 
 import pytest
@@ -13,9 +14,22 @@ CASES = [
     ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01)),
     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
     ("Adagrad", dict(lr=0.1)),
-    ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1)),
+    (
+        "Adagrad",
+        dict(
+            lr=0.1,
+            lr_decay=0.01,
+            weight_decay=0.01,
+            initial_accumulator_value=0.1,
+        ),
+    ),
     ("RMSprop", dict(lr=0.01)),
-    ("RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.01)),
+    (
+        "RMSprop",
+        dict(
+            lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.01
+        ),
+    ),
     ("Adadelta", dict()),
     ("Adadelta", dict(lr=0.5, rho=0.8, weight_decay=0.01)),
     ("Adam", dict(lr=0.01)),
@@ -31,7 +45,9 @@ def _run(cls, kw, dtype, steps=100, seed=0):
     x = torch.randn(32, 6, generator=g, dtype=dtype)
     y = torch.randint(0, 3, (32,), generator=g)
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).to(dtype)
+    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).to(
+        dtype
+    )
     opt = cls(net.parameters(), **kw)
     for _ in range(steps):
         opt.zero_grad()
@@ -40,7 +56,9 @@ def _run(cls, kw, dtype, steps=100, seed=0):
     return list(net.parameters())
 
 
-@pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "name,kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)]
+)
 def test_matches_torch_optim_float64(name, kw):
     ours = _run(getattr(vo, name), kw, torch.float64)
     ref = _run(getattr(torch.optim, name), kw, torch.float64)
@@ -91,18 +109,46 @@ def _torch_lrs(make_sched, steps, base=1.0):
 
 
 SCHEDULES = [
-    (vo.StepDecay(10, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 10, 0.5)),
-    (vo.ExponentialDecay(0.95), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.95)),
-    (vo.Cosine(40, 0.1), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 40, eta_min=0.1)),
-    (vo.LinearWarmup(10, 0.1), lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.1, 1.0, total_iters=10)),
-    (vo.WarmupCosine(10, 50, 0.1, 0.0), lambda o: torch.optim.lr_scheduler.SequentialLR(
-        o, [torch.optim.lr_scheduler.LinearLR(o, 0.1, 1.0, total_iters=10),
-            torch.optim.lr_scheduler.CosineAnnealingLR(o, 40)], milestones=[10])),
+    (
+        vo.StepDecay(10, 0.5),
+        lambda o: torch.optim.lr_scheduler.StepLR(o, 10, 0.5),
+    ),
+    (
+        vo.ExponentialDecay(0.95),
+        lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.95),
+    ),
+    (
+        vo.Cosine(40, 0.1),
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(
+            o, 40, eta_min=0.1
+        ),
+    ),
+    (
+        vo.LinearWarmup(10, 0.1),
+        lambda o: torch.optim.lr_scheduler.LinearLR(
+            o, 0.1, 1.0, total_iters=10
+        ),
+    ),
+    (
+        vo.WarmupCosine(10, 50, 0.1, 0.0),
+        lambda o: torch.optim.lr_scheduler.SequentialLR(
+            o,
+            [
+                torch.optim.lr_scheduler.LinearLR(o, 0.1, 1.0, total_iters=10),
+                torch.optim.lr_scheduler.CosineAnnealingLR(o, 40),
+            ],
+            milestones=[10],
+        ),
+    ),
 ]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("schedule,torch_sched", SCHEDULES, ids=[type(s).__name__ for s, _ in SCHEDULES])
+@pytest.mark.parametrize(
+    "schedule,torch_sched",
+    SCHEDULES,
+    ids=[type(s).__name__ for s, _ in SCHEDULES],
+)
 def test_schedules_match_torch(schedule, torch_sched):
     steps = 41  # torch's CosineAnnealingLR turns back up after T_max; compare up to it
     ours = [schedule(t) for t in range(steps)]
@@ -113,7 +159,11 @@ def test_schedules_match_torch(schedule, torch_sched):
 
 def test_cosine_closed_form_endpoints():
     c = vo.Cosine(100, 0.2)
-    assert c(0) == 1.0 and c(100) == pytest.approx(0.2) and c(50) == pytest.approx(0.6)
+    assert (
+        c(0) == 1.0
+        and c(100) == pytest.approx(0.2)
+        and c(50) == pytest.approx(0.6)
+    )
     with pytest.raises(ValueError, match="warmup=60"):
         vo.WarmupCosine(60, 50)
 
@@ -135,10 +185,16 @@ def test_vanishing_gradients_measured():
     x = torch.randn(64, 64)
     y = torch.randint(0, 10, (64,))
     torch.manual_seed(0)
-    deep_sigmoid = vo.mlp(depth=20, hidden=64, activation="sigmoid", init="xavier")
+    deep_sigmoid = vo.mlp(
+        depth=20, hidden=64, activation="sigmoid", init="xavier"
+    )
     norms = vo.gradient_norms(deep_sigmoid, x, y)
-    assert norms[0] < 1e-6 * norms[-1], "a deep sigmoid net's first layer gets a vanishing gradient"
+    assert norms[0] < 1e-6 * norms[-1], (
+        "a deep sigmoid net's first layer gets a vanishing gradient"
+    )
     torch.manual_seed(0)
     residual = vo.ResidualMLP(depth=20, activation="sigmoid")
     rn = vo.gradient_norms(residual, x, y)  # stem, 20 blocks, head
-    assert rn[0] > 1e-2 * rn[-2], "the identity path keeps the first layer's gradient within 100x of the last block's"
+    assert rn[0] > 1e-2 * rn[-2], (
+        "the identity path keeps the first layer's gradient within 100x of the last block's"
+    )

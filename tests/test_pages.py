@@ -5,6 +5,7 @@ For every page of the table of contents: a screenshot is kept under ``_build/scr
 by the site's own MathJax, and each chapter
 page shows at least the figures its thresholds file promises (``[page] min_figures``).
 """
+
 import re
 import shutil
 import subprocess
@@ -20,16 +21,31 @@ pytestmark = pytest.mark.book
 HTML = BUILD / "html"
 SHOTS = BUILD / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync", "--disable-quic", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--hide-scrollbars",
+]
 
 
 def _chromium(*args: str, timeout: int = 90) -> str:
     if CHROMIUM is None:
-        pytest.fail("chromium is not installed (apt-get install chromium); .ci/run installs it")
+        pytest.fail(
+            "chromium is not installed (apt-get install chromium); .ci/run installs it"
+        )
     with tempfile.TemporaryDirectory() as profile:
-        out = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
-                             capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     return out.stdout
 
 
@@ -55,15 +71,24 @@ class _Elements(HTMLParser):
             self.tracebacks += 1
         if "stderr" in cls.split():
             self.stderr += 1
-        if tag == "a" and a.get("href") and not re.match(r"^(https?:|mailto:|#|javascript:)", a["href"]):
+        if (
+            tag == "a"
+            and a.get("href")
+            and not re.match(r"^(https?:|mailto:|#|javascript:)", a["href"])
+        ):
             self.links.append(a["href"])
 
     def handle_endtag(self, tag):
-        if tag not in ("img", "br", "meta", "link", "input", "hr", "source") and self.stack:
+        if (
+            tag not in ("img", "br", "meta", "link", "input", "hr", "source")
+            and self.stack
+        ):
             self.stack.pop()
 
 
-PAGES = [f for f in toc_files()] + ["build_status"]  # the status page is added by the build
+PAGES = [f for f in toc_files()] + [
+    "build_status"
+]  # the status page is added by the build
 
 
 @pytest.fixture(scope="module")
@@ -78,36 +103,69 @@ def built():
 def test_page_renders_cleanly(built, page):
     html_file = built / f"{page}.html"
     assert html_file.exists(), f"{html_file} was not built"
-    dom = _chromium("--dump-dom", "--virtual-time-budget=5000", html_file.as_uri())
+    dom = _chromium(
+        "--dump-dom", "--virtual-time-budget=5000", html_file.as_uri()
+    )
     assert "<html" in dom, "chromium returned no DOM"
     seen = _Elements()
     seen.feed(dom)
-    assert seen.tracebacks == 0, f"{page}: {seen.tracebacks} error traceback(s) on the page"
-    assert seen.stderr == 0, f"{page}: {seen.stderr} stderr block(s) on the page (warnings leaked into the output)"
+    assert seen.tracebacks == 0, (
+        f"{page}: {seen.tracebacks} error traceback(s) on the page"
+    )
+    assert seen.stderr == 0, (
+        f"{page}: {seen.stderr} stderr block(s) on the page (warnings leaked into the output)"
+    )
     source = html_file.read_text()
     if "application/vnd.jupyter.widget-view+json" in source:
         # the saved widget state must come alive from the site's own JavaScript: sliders on screen
-        assert "widgets/embed-amd.js" in source, f"{page}: widget JavaScript is not served by the site"
-        assert "widget-slider" in dom or "widget-hslider" in dom, f"{page}: its interactive controls did not render"
+        assert "widgets/embed-amd.js" in source, (
+            f"{page}: widget JavaScript is not served by the site"
+        )
+        assert "widget-slider" in dom or "widget-hslider" in dom, (
+            f"{page}: its interactive controls did not render"
+        )
     if 'class="math notranslate' in source:
         # formulas typeset by the site's own MathJax (offline too), without TeX errors
-        assert "mathjax/tex-mml-chtml.js" in source and "cdn.jsdelivr" not in source, f"{page}: MathJax is not served by the site"
-        assert "<mjx-container" in dom, f"{page}: its formulas were not typeset (raw TeX on the page)"
-        assert "<mjx-merror" not in dom, f"{page}: MathJax reports a TeX error in a formula"
+        assert (
+            "mathjax/tex-mml-chtml.js" in source
+            and "cdn.jsdelivr" not in source
+        ), f"{page}: MathJax is not served by the site"
+        assert "<mjx-container" in dom, (
+            f"{page}: its formulas were not typeset (raw TeX on the page)"
+        )
+        assert "<mjx-merror" not in dom, (
+            f"{page}: MathJax reports a TeX error in a formula"
+        )
     name = Path(page).name
     shot = SHOTS / f"{name}.png"
-    _chromium(f"--screenshot={shot}", "--window-size=1280,2400", html_file.as_uri())
-    assert shot.exists() and shot.stat().st_size > 10_000, f"no usable screenshot of {page}"
+    _chromium(
+        f"--screenshot={shot}", "--window-size=1280,2400", html_file.as_uri()
+    )
+    assert shot.exists() and shot.stat().st_size > 10_000, (
+        f"no usable screenshot of {page}"
+    )
     if (THRESHOLDS / f"{name}.toml").exists():
         # the build's cost line near the top: scale, wall time, machine, date (written by tools/build_book.py)
-        cost = re.search(r'<div class="[^"]*vnotes-cost[^"]*">(.*?)</div>', source, re.S)
-        assert cost, f"{page}: no 'What this page cost' note (the build writes it under the title)"
+        cost = re.search(
+            r'<div class="[^"]*vnotes-cost[^"]*">(.*?)</div>', source, re.S
+        )
+        assert cost, (
+            f"{page}: no 'What this page cost' note (the build writes it under the title)"
+        )
         text = re.sub(r"<[^>]+>", "", cost.group(1))
-        assert re.search(r"Executed at scale \w+ in [\d.]+ (s|min) of wall time on .+torch [\d.]+, on \d{4}-\d\d-\d\d", text), (
-            f"{page}: the cost note lacks its scale, time, machine or date: {text!r}")
-        assert source.index("vnotes-cost") < source.index("cell_output"), f"{page}: the cost note is not near the top"
+        assert re.search(
+            r"Executed at scale \w+ in [\d.]+ (s|min) of wall time on .+torch [\d.]+, on \d{4}-\d\d-\d\d",
+            text,
+        ), (
+            f"{page}: the cost note lacks its scale, time, machine or date: {text!r}"
+        )
+        assert source.index("vnotes-cost") < source.index("cell_output"), (
+            f"{page}: the cost note is not near the top"
+        )
         want = thresholds(name).get("page", {}).get("min_figures", 1)
-        assert seen.figures >= want, f"{page}: {seen.figures} figures shown, expected at least {want}"
+        assert seen.figures >= want, (
+            f"{page}: {seen.figures} figures shown, expected at least {want}"
+        )
     for href in seen.links:
         target = (html_file.parent / href.split("#")[0]).resolve()
         if href.split("#")[0]:
@@ -119,5 +177,8 @@ def test_status_page_lists_every_chapter_with_its_time(built):
     for page in toc_files():
         if page.startswith("chapters/"):
             name = Path(page).name
-            row = re.search(rf"{name}</span></a></p></td>\s*<td><p>([\d.]+)</p></td>", status)
+            row = re.search(
+                rf"{name}</span></a></p></td>\s*<td><p>([\d.]+)</p></td>",
+                status,
+            )
             assert row, f"build_status: no execution time for {name}"

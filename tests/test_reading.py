@@ -5,6 +5,7 @@ dump cannot show: Markdown tables left as a paragraph of pipes, code a reader mu
 quoted reprs of Markdown or HTML printed as output, images that did not load, and TeX that MathJax did
 not typeset. Each rule has a small broken page under ``tests/fixtures/reading`` that it must catch.
 """
+
 from __future__ import annotations
 
 import re
@@ -130,7 +131,9 @@ def reader_problems(page: Page) -> list[str]:
     settle(page)
     problems = []
     for rule, body in RULES.items():
-        for line in page.evaluate(f"() => {{ {_PRELUDE} {body} return out; }}"):
+        for line in page.evaluate(
+            f"() => {{ {_PRELUDE} {body} return out; }}"
+        ):
             problems.append(f"{rule}: {line}")
     return problems
 
@@ -140,11 +143,16 @@ def browser() -> Iterator[Browser]:
     """One headless chromium per test module (so per xdist worker); Playwright only drives Debian's build."""
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.fail("chromium is not installed (apt-get install chromium); Playwright drives it, "
-                    "never `playwright install`")
+        pytest.fail(
+            "chromium is not installed (apt-get install chromium); Playwright drives it, "
+            "never `playwright install`"
+        )
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True,
-                                              args=["--no-sandbox", "--disable-gpu"])
+        launched = playwright.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu"],
+        )
         yield launched
         launched.close()
 
@@ -180,7 +188,9 @@ def test_checker_catches_each_broken_example(browser, fixture):
     if rule is None:
         assert problems == []
     else:
-        assert problems, f"{fixture}.html: the checker missed its broken {rule}"
+        assert problems, (
+            f"{fixture}.html: the checker missed its broken {rule}"
+        )
         assert {p.split(":", 1)[0] for p in problems} == {rule}, problems
 
 
@@ -194,7 +204,9 @@ def built() -> Path:
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("page", toc_files() + ["build_status"])  # the status page is added by the build
+@pytest.mark.parametrize(
+    "page", toc_files() + ["build_status"]
+)  # the status page is added by the build
 def test_every_built_page_reads_cleanly(browser, built, page):
     """The page as laid out in the browser breaks none of the reader rules; its screenshot is kept for CI."""
     html_file = built / f"{page}.html"
@@ -203,4 +215,8 @@ def test_every_built_page_reads_cleanly(browser, built, page):
         problems = reader_problems(tab)
         tab.screenshot(path=SHOTS / f"{Path(page).name}.png", full_page=True)
     if problems:
-        pytest.fail(f"{page}: {len(problems)} problem(s) a reader would see:\n" + "\n".join(problems), pytrace=False)
+        pytest.fail(
+            f"{page}: {len(problems)} problem(s) a reader would see:\n"
+            + "\n".join(problems),
+            pytrace=False,
+        )

@@ -1,10 +1,22 @@
 """Video models: the I3D inflation identity, inflated convolutions against Conv2d, optical flow on a known shift."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vnotes.video import (I3D, FrameNet, SingleFrame, TwoStream, boring_video, frame_differences, inflate_batchnorm,
-                          inflate_conv, lucas_kanade_flow, motion_input, two_stream_step)
+from vnotes.video import (
+    I3D,
+    FrameNet,
+    SingleFrame,
+    TwoStream,
+    boring_video,
+    frame_differences,
+    inflate_batchnorm,
+    inflate_conv,
+    lucas_kanade_flow,
+    motion_input,
+    two_stream_step,
+)
 
 
 def _trained_like(net: torch.nn.Module) -> torch.nn.Module:
@@ -58,10 +70,16 @@ def test_inflate_conv_against_conv2d_per_frame():
     # the kernel summed over time is the 2-D kernel
     assert torch.allclose(conv3d.weight.sum(2), conv.weight, atol=1e-6)
     frame = torch.rand(2, 3, 9, 9)
-    clip = frame[:, :, None].expand(-1, -1, 3, -1, -1)            # [B, C, T=3, H, W] constant in time
-    out = conv3d(clip)                                             # valid in time -> one output frame
+    clip = frame[:, :, None].expand(
+        -1, -1, 3, -1, -1
+    )  # [B, C, T=3, H, W] constant in time
+    out = conv3d(clip)  # valid in time -> one output frame
     assert out.shape == (2, 4, 1, 9, 9)
-    assert torch.allclose(out[:, :, 0], F.conv2d(frame, conv.weight, conv.bias, padding=1), atol=1e-5)
+    assert torch.allclose(
+        out[:, :, 0],
+        F.conv2d(frame, conv.weight, conv.bias, padding=1),
+        atol=1e-5,
+    )
 
 
 def test_inflate_batchnorm_keeps_statistics():
@@ -76,22 +94,30 @@ def test_random_i3d_differs_from_inflated():
     net = FrameNet(num_classes=3, widths=(8, 16))
     scratch = I3D(num_classes=3, widths=(8, 16))
     images = torch.rand(2, 3, 16, 16)
-    assert not torch.allclose(scratch.eval()(boring_video(images, 4)), net.eval()(images), atol=1e-3)
+    assert not torch.allclose(
+        scratch.eval()(boring_video(images, 4)), net.eval()(images), atol=1e-3
+    )
 
 
 def test_lucas_kanade_recovers_a_known_shift():
     # a smooth blob moved by (0.6, -0.4) pixels per frame
     H = W = 32
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(H, dtype=torch.float32),
+        torch.arange(W, dtype=torch.float32),
+        indexing="ij",
+    )
 
     def blob(cx, cy):
-        return torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 3.0 ** 2))
+        return torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 3.0**2))
 
-    frames = torch.stack([blob(15 + 0.6 * t, 16 - 0.4 * t) for t in range(3)])        # [T, H, W]
-    video = frames[None, :, None].expand(1, 3, 3, H, W)                                # gray as RGB
+    frames = torch.stack(
+        [blob(15 + 0.6 * t, 16 - 0.4 * t) for t in range(3)]
+    )  # [T, H, W]
+    video = frames[None, :, None].expand(1, 3, 3, H, W)  # gray as RGB
     flow = lucas_kanade_flow(video, window=7)
     assert flow.shape == (1, 2, 2, H, W)
-    centre = flow[0, :, :, 12:20, 12:20].mean((-1, -2))                                # [T-1, 2]
+    centre = flow[0, :, :, 12:20, 12:20].mean((-1, -2))  # [T-1, 2]
     assert torch.allclose(centre[:, 0], torch.full((2,), 0.6), atol=0.1)
     assert torch.allclose(centre[:, 1], torch.full((2,), -0.4), atol=0.1)
 
@@ -112,9 +138,16 @@ def test_two_stream_fusion_is_the_average_of_probabilities():
     video = torch.rand(3, 4, 3, 16, 16)
     a, m = model.stream_logits(video)
     fused = model(video).exp()
-    assert torch.allclose(fused, (a.softmax(-1) + m.softmax(-1)) / 2, atol=1e-6)
-    loss, extra = two_stream_step(model.train(), (video, torch.tensor([0, 1, 2])))
-    assert torch.isfinite(loss) and set(extra) == {"appearance_loss", "motion_loss"}
+    assert torch.allclose(
+        fused, (a.softmax(-1) + m.softmax(-1)) / 2, atol=1e-6
+    )
+    loss, extra = two_stream_step(
+        model.train(), (video, torch.tensor([0, 1, 2]))
+    )
+    assert torch.isfinite(loss) and set(extra) == {
+        "appearance_loss",
+        "motion_loss",
+    }
 
 
 def test_single_frame_uses_the_middle_frame():

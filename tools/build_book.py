@@ -19,6 +19,7 @@ Three steps, each usable alone:
 3. **HTML.** ``jupyter-book build`` of the staged source with execution off: the pages show exactly the
    outputs of step 1, and a page that failed there fails the build.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,17 +50,42 @@ SMOKE_JUNIT = BUILD / "smoke-junit.xml"
 # Models that several pages reuse, each trained by one owner page per build and read from data/cache by
 # the pages that wait for it. The owner's wall time includes the training; the others say where it went.
 SHARED_MODELS: dict[str, dict] = {
-    "ssl": {"what": "the pre-trained encoders (and metric files) of pages 5a-5f",
-            "owner": ["05a_contrastive", "05b_moco", "05c_byol", "05d_swav", "05e_dino", "05f_mae"],
-            "users": ["05g_ranking"]},
-    "generative": {"what": "the AE, VAE, VQ-VAE, GAN, DDPM and judge of pages 6a-6c",
-                   "owner": ["06a_autoencoders", "06b_gan", "06c_diffusion"],
-                   "users": ["06d_yardstick"]},
-    "clip": {"what": "the chapter's CLIP (page 7a)",
-             "owner": ["07a_clip"],
-             "users": ["07c_albef", "07d_albef_noise", "07e_blip_coca", "07f_capfilt", "07g_bridges",
-                       "07h_multiway", "07i_dalle2", "07j_region_models"]},
-    "vilt": {"what": "the chapter's ViLT (page 7b)", "owner": ["07b_vilt"], "users": ["07j_region_models"]},
+    "ssl": {
+        "what": "the pre-trained encoders (and metric files) of pages 5a-5f",
+        "owner": [
+            "05a_contrastive",
+            "05b_moco",
+            "05c_byol",
+            "05d_swav",
+            "05e_dino",
+            "05f_mae",
+        ],
+        "users": ["05g_ranking"],
+    },
+    "generative": {
+        "what": "the AE, VAE, VQ-VAE, GAN, DDPM and judge of pages 6a-6c",
+        "owner": ["06a_autoencoders", "06b_gan", "06c_diffusion"],
+        "users": ["06d_yardstick"],
+    },
+    "clip": {
+        "what": "the chapter's CLIP (page 7a)",
+        "owner": ["07a_clip"],
+        "users": [
+            "07c_albef",
+            "07d_albef_noise",
+            "07e_blip_coca",
+            "07f_capfilt",
+            "07g_bridges",
+            "07h_multiway",
+            "07i_dalle2",
+            "07j_region_models",
+        ],
+    },
+    "vilt": {
+        "what": "the chapter's ViLT (page 7b)",
+        "owner": ["07b_vilt"],
+        "users": ["07j_region_models"],
+    },
 }
 
 
@@ -136,8 +162,13 @@ def machine() -> dict:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "threads": int(os.environ.get("OMP_NUM_THREADS", "1")),
-            "torch": torch.__version__.split("+")[0]}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "threads": int(os.environ.get("OMP_NUM_THREADS", "1")),
+        "torch": torch.__version__.split("+")[0],
+    }
 
 
 def machine_line(m: dict) -> str:
@@ -159,12 +190,23 @@ def _execute_one(src: Path, dst: Path, timeout: int) -> None:
     nb = nbformat.read(src, as_version=4)
     t0 = time.perf_counter()
 
-    def executed(cell, cell_index, execute_reply):  # progress in the page's log: where a stuck page stopped
-        print(f"{time.perf_counter() - t0:7.1f} s  cell {cell_index} {execute_reply['content']['status']}",
-              file=sys.stderr, flush=True)
+    def executed(
+        cell, cell_index, execute_reply
+    ):  # progress in the page's log: where a stuck page stopped
+        print(
+            f"{time.perf_counter() - t0:7.1f} s  cell {cell_index} {execute_reply['content']['status']}",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
-                            resources={"metadata": {"path": str(src.parent)}}, on_cell_executed=executed)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=False,
+        resources={"metadata": {"path": str(src.parent)}},
+        on_cell_executed=executed,
+    )
     failed = None
     try:
         client.execute()
@@ -195,7 +237,9 @@ def _tree_cpu_seconds(root: int) -> float:
         except (OSError, IndexError):
             continue
         pid = int(stat.parent.name)
-        parent[pid] = int(fields[1])  # ppid; utime and stime are fields 14 and 15 of /proc/PID/stat
+        parent[pid] = int(
+            fields[1]
+        )  # ppid; utime and stime are fields 14 and 15 of /proc/PID/stat
         cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
     total = 0.0
     for pid in cpu:
@@ -207,7 +251,9 @@ def _tree_cpu_seconds(root: int) -> float:
     return total
 
 
-def _run_page(stem: str, scale: str, timeout: int, attempts: int = 2) -> tuple[bool, float, str]:
+def _run_page(
+    stem: str, scale: str, timeout: int, attempts: int = 2
+) -> tuple[bool, float, str]:
     """Execute one page in a child process; a page that hangs (no CPU use for HANG_SECONDS) is killed and run again.
 
     Headless kernels very occasionally stop answering with both sides idle (seen here once in 36 pages,
@@ -217,24 +263,47 @@ def _run_page(stem: str, scale: str, timeout: int, attempts: int = 2) -> tuple[b
     log = ""
     start = time.perf_counter()
     for attempt in range(1, attempts + 1):
-        proc = subprocess.Popen([sys.executable, __file__, "--_execute-one", str(CHAPTERS / f"{stem}.ipynb"), str(dst),
-                                 "--timeout", str(timeout)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--_execute-one",
+                str(CHAPTERS / f"{stem}.ipynb"),
+                str(dst),
+                "--timeout",
+                str(timeout),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         output: list[str] = []
-        reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+        reader = threading.Thread(
+            target=lambda: output.extend(proc.stdout), daemon=True
+        )
         reader.start()
-        samples: list[tuple[float, float]] = []  # (time, CPU seconds of the runner and its kernel)
+        samples: list[
+            tuple[float, float]
+        ] = []  # (time, CPU seconds of the runner and its kernel)
         hung = False
         while proc.poll() is None:
             time.sleep(2)
-            if not Path("/proc/self/stat").exists():  # no /proc (not Linux): no watchdog
+            if not Path(
+                "/proc/self/stat"
+            ).exists():  # no /proc (not Linux): no watchdog
                 continue
             now = time.monotonic()
-            samples = [s for s in samples if now - s[0] <= HANG_SECONDS + 3] + [(now, _tree_cpu_seconds(proc.pid))]
+            samples = [
+                s for s in samples if now - s[0] <= HANG_SECONDS + 3
+            ] + [(now, _tree_cpu_seconds(proc.pid))]
             # hung: a whole window in which the page used almost no CPU (a working page uses ~100% of a core;
             # an idle kernel and its client still tick a little: heartbeats, event loops)
             idle_cpu = max(0.02 * HANG_SECONDS, 0.5)
-            if now - samples[0][0] >= HANG_SECONDS and samples[-1][1] - samples[0][1] < idle_cpu:
+            if (
+                now - samples[0][0] >= HANG_SECONDS
+                and samples[-1][1] - samples[0][1] < idle_cpu
+            ):
                 hung = True
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -242,10 +311,18 @@ def _run_page(stem: str, scale: str, timeout: int, attempts: int = 2) -> tuple[b
         log = "".join(output)[-3000:]
         if not hung:
             return proc.returncode == 0, time.perf_counter() - start, log
-        log = f"hung (no CPU use for {HANG_SECONDS} s) on attempt {attempt}; " + log
-        print(f"  {stem}: hung on attempt {attempt} of {attempts} (no CPU use for {HANG_SECONDS} s); "
-              + ("running it again" if attempt < attempts else "giving up"), flush=True)
-        start = time.perf_counter()  # the page's cost is its clean run, not the hang
+        log = (
+            f"hung (no CPU use for {HANG_SECONDS} s) on attempt {attempt}; "
+            + log
+        )
+        print(
+            f"  {stem}: hung on attempt {attempt} of {attempts} (no CPU use for {HANG_SECONDS} s); "
+            + ("running it again" if attempt < attempts else "giving up"),
+            flush=True,
+        )
+        start = (
+            time.perf_counter()
+        )  # the page's cost is its clean run, not the hang
     return False, time.perf_counter() - start, log
 
 
@@ -253,10 +330,16 @@ def _expected_seconds(scale: str) -> dict[str, float]:
     """Last known wall time of each page (this machine's previous build, else the benchmark record)."""
     guess: dict[str, float] = {}
     if RUNTIMES_JSON.exists():
-        for m in json.loads(RUNTIMES_JSON.read_text()).get("machines", {}).values():
+        for m in (
+            json.loads(RUNTIMES_JSON.read_text()).get("machines", {}).values()
+        ):
             for stem, s in m.get("pages", {}).get(scale, {}).items():
                 guess.setdefault(stem, s)
-    for p in (BUILD / "executed" / scale).glob("*.ipynb") if (BUILD / "executed" / scale).exists() else ():
+    for p in (
+        (BUILD / "executed" / scale).glob("*.ipynb")
+        if (BUILD / "executed" / scale).exists()
+        else ()
+    ):
         meta = _build_meta(p)
         if meta.get("seconds"):
             guess[p.stem] = meta["seconds"]
@@ -265,7 +348,11 @@ def _expected_seconds(scale: str) -> dict[str, float]:
 
 def _build_meta(path: Path) -> dict:
     try:
-        return json.loads(path.read_text()).get("metadata", {}).get("vnotes_build", {})
+        return (
+            json.loads(path.read_text())
+            .get("metadata", {})
+            .get("vnotes_build", {})
+        )
     except (OSError, ValueError):
         return {}
 
@@ -278,7 +365,9 @@ def _set_build_meta(path: Path, meta: dict) -> None:
     os.replace(tmp, path)
 
 
-def execute(stems: list[str], scale: str, jobs: int, timeout: int, force: bool = False) -> dict[str, dict]:
+def execute(
+    stems: list[str], scale: str, jobs: int, timeout: int, force: bool = False
+) -> dict[str, dict]:
     """Execute the out-of-date pages among ``stems`` (and the pages they wait for); return every page's record."""
     keys = page_keys(stems, scale)
     needed: list[str] = []
@@ -297,13 +386,21 @@ def execute(stems: list[str], scale: str, jobs: int, timeout: int, force: bool =
     todo: list[str] = []
     for stem in needed:
         meta = _build_meta(executed_path(stem, scale))
-        fresh = (meta.get("key") == keys[stem] and meta.get("ok") and (metrics_dir / f"{stem}.json").exists())
-        if fresh and not (force and stem in stems):  # --force re-runs the pages asked for, not their prerequisites
+        fresh = (
+            meta.get("key") == keys[stem]
+            and meta.get("ok")
+            and (metrics_dir / f"{stem}.json").exists()
+        )
+        if fresh and not (
+            force and stem in stems
+        ):  # --force re-runs the pages asked for, not their prerequisites
             records[stem] = {**meta, "reused": True}
         else:
             todo.append(stem)
     if not todo:
-        print(f"all {len(needed)} pages are up to date at {scale!r}: nothing to execute")
+        print(
+            f"all {len(needed)} pages are up to date at {scale!r}: nothing to execute"
+        )
         return records
 
     expected = _expected_seconds(scale)
@@ -313,14 +410,20 @@ def execute(stems: list[str], scale: str, jobs: int, timeout: int, force: bool =
             users.setdefault(d, set()).add(page)
     chain: dict[str, float] = {}
 
-    def longest_chain(stem: str) -> float:  # own time plus the longest chain of pages waiting for it
+    def longest_chain(
+        stem: str,
+    ) -> float:  # own time plus the longest chain of pages waiting for it
         if stem not in chain:
             chain[stem] = expected.get(stem, 60.0) + max(
-                (longest_chain(u) for u in users.get(stem, ()) if u in todo), default=0.0)
+                (longest_chain(u) for u in users.get(stem, ()) if u in todo),
+                default=0.0,
+            )
         return chain[stem]
 
     m = machine()
-    print(f"executing {len(todo)} of {len(needed)} pages at {scale!r}, {jobs} at a time, on {machine_line(m)}")
+    print(
+        f"executing {len(todo)} of {len(needed)} pages at {scale!r}, {jobs} at a time, on {machine_line(m)}"
+    )
     pending = sorted(todo, key=lambda s: -longest_chain(s))
     failed: set[str] = set()
     running: dict = {}
@@ -335,7 +438,10 @@ def execute(stems: list[str], scale: str, jobs: int, timeout: int, force: bool =
                 if deps & failed:
                     pending.remove(stem)
                     failed.add(stem)
-                    records[stem] = {"ok": False, "error": f"not run: {sorted(deps & failed)} failed"}
+                    records[stem] = {
+                        "ok": False,
+                        "error": f"not run: {sorted(deps & failed)} failed",
+                    }
                     print(f"  skip {stem}: a page it needs failed")
                     continue
                 if any(d in pending or d in running.values() for d in deps):
@@ -349,24 +455,47 @@ def execute(stems: list[str], scale: str, jobs: int, timeout: int, force: bool =
                 stem = running.pop(fut)
                 ok, seconds, log = fut.result()
                 done += 1
-                meta = {"key": keys[stem], "ok": ok, "seconds": round(seconds, 1), "scale": scale,
-                        "date": dt.date.today().isoformat(), "machine": m, "jobs": jobs}
+                meta = {
+                    "key": keys[stem],
+                    "ok": ok,
+                    "seconds": round(seconds, 1),
+                    "scale": scale,
+                    "date": dt.date.today().isoformat(),
+                    "machine": m,
+                    "jobs": jobs,
+                }
                 if executed_path(stem, scale).exists():
                     _set_build_meta(executed_path(stem, scale), meta)
                 records[stem] = meta
-                print(f"  [{done:2d}/{len(todo)}] {stem:28s} {seconds:6.1f} s  {'ok' if ok else 'FAILED'}"
-                      f"   (build so far {time.perf_counter() - t0:6.0f} s)", flush=True)
+                print(
+                    f"  [{done:2d}/{len(todo)}] {stem:28s} {seconds:6.1f} s  {'ok' if ok else 'FAILED'}"
+                    f"   (build so far {time.perf_counter() - t0:6.0f} s)",
+                    flush=True,
+                )
                 if not ok:
                     failed.add(stem)
                     print(log, file=sys.stderr)
     wall = time.perf_counter() - t0
-    print(f"executed {len(todo)} pages in {wall:.0f} s of wall time "
-          f"({sum(r.get('seconds', 0) for s, r in records.items() if s in todo):.0f} s of page time)")
-    summary = {"scale": scale, "jobs": jobs, "wall_s": round(wall, 1), "machine": m, "date": dt.date.today().isoformat(),
-               "pages": {s: r.get("seconds") for s, r in records.items()}, "executed": todo}
-    (BUILD / f"execution-{scale}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(
+        f"executed {len(todo)} pages in {wall:.0f} s of wall time "
+        f"({sum(r.get('seconds', 0) for s, r in records.items() if s in todo):.0f} s of page time)"
+    )
+    summary = {
+        "scale": scale,
+        "jobs": jobs,
+        "wall_s": round(wall, 1),
+        "machine": m,
+        "date": dt.date.today().isoformat(),
+        "pages": {s: r.get("seconds") for s, r in records.items()},
+        "executed": todo,
+    }
+    (BUILD / f"execution-{scale}.json").write_text(
+        json.dumps(summary, indent=1) + "\n"
+    )
     if failed:
-        raise SystemExit(f"{len(failed)} page(s) failed: {', '.join(sorted(failed))}")
+        raise SystemExit(
+            f"{len(failed)} page(s) failed: {', '.join(sorted(failed))}"
+        )
     return records
 
 
@@ -390,7 +519,9 @@ def recorded_seconds() -> dict[str, dict[str, dict[str, float]]]:
     """benchmarks/runtimes.json as {scale: {page: {machine label: seconds}}}."""
     out: dict = {}
     if RUNTIMES_JSON.exists():
-        for label, m in json.loads(RUNTIMES_JSON.read_text()).get("machines", {}).items():
+        for label, m in (
+            json.loads(RUNTIMES_JSON.read_text()).get("machines", {}).items()
+        ):
             for scale, pages in m.get("pages", {}).items():
                 for stem, s in pages.items():
                     out.setdefault(scale, {}).setdefault(stem, {})[label] = s
@@ -401,37 +532,54 @@ def _fmt_s(s: float) -> str:
     return f"{s:.0f} s" if s < 600 else f"{s / 60:.0f} min"
 
 
-def cost_line(stem: str, meta: dict, smoke: dict[str, float], recorded: dict) -> str:
+def cost_line(
+    stem: str, meta: dict, smoke: dict[str, float], recorded: dict
+) -> str:
     """The Markdown note a chapter page shows near its top: what producing it cost, written by the build."""
     shared = []
     for info in SHARED_MODELS.values():
         if stem in info["users"]:
-            shared.append(f"It reused {info['what']} from the model cache; that training time counts there.")
+            shared.append(
+                f"It reused {info['what']} from the model cache; that training time counts there."
+            )
         if stem in info["owner"]:
-            readers = ", ".join(u.split("_")[0].lstrip("0") for u in info["users"])
-            shared.append(f"Its time includes training what page{'s' * (len(info['users']) > 1)} {readers} "
-                          f"reuse{'s' * (len(info['users']) == 1)} from the model cache.")
+            readers = ", ".join(
+                u.split("_")[0].lstrip("0") for u in info["users"]
+            )
+            shared.append(
+                f"Its time includes training what page{'s' * (len(info['users']) > 1)} {readers} "
+                f"reuse{'s' * (len(info['users']) == 1)} from the model cache."
+            )
     scale = meta["scale"]
     others = []
     for other in ("smoke", "default", "full"):
         if other == scale:
             continue
         if other == "smoke" and stem in smoke:
-            others.append(f"`smoke` {_fmt_s(smoke[stem])} (this machine, this build)")
+            others.append(
+                f"`smoke` {_fmt_s(smoke[stem])} (this machine, this build)"
+            )
         elif recorded.get(other, {}).get(stem):
             label, s = next(iter(recorded[other][stem].items()))
             others.append(f"`{other}` {_fmt_s(s)} ({label})")
         elif other == "full":
-            others.append("`full` not measured yet (it needs a GPU; see the benchmark report)")
+            others.append(
+                "`full` not measured yet (it needs a GPU; see the benchmark report)"
+            )
         else:
             others.append(f"`{other}` not measured yet")
-    lines = [":::{admonition} What this page cost",
-             ":class: note vnotes-cost",
-             f"Executed at scale `{scale}` in **{_fmt_s(meta['seconds'])}** of wall time on {machine_line(meta['machine'])}, "
-             f"on {meta['date']} ({meta.get('jobs', 1)} page{'s' * (meta.get('jobs', 1) != 1)} executing at a time)."]
+    lines = [
+        ":::{admonition} What this page cost",
+        ":class: note vnotes-cost",
+        f"Executed at scale `{scale}` in **{_fmt_s(meta['seconds'])}** of wall time on {machine_line(meta['machine'])}, "
+        f"on {meta['date']} ({meta.get('jobs', 1)} page{'s' * (meta.get('jobs', 1) != 1)} executing at a time).",
+    ]
     if shared:
         lines.append(" ".join(shared))
-    lines += [f"Other scales: {'; '.join(others)}. Every page's time: [build status](../build_status.md).", ":::"]
+    lines += [
+        f"Other scales: {'; '.join(others)}. Every page's time: [build status](../build_status.md).",
+        ":::",
+    ]
     return "\n".join(lines)
 
 
@@ -441,24 +589,40 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def status_page(stems: list[str], records: dict[str, dict], smoke: dict[str, float]) -> str:
-    m = next((r["machine"] for r in records.values() if r.get("machine")), machine())
-    scale = next((r["scale"] for r in records.values() if r.get("scale")), "default")
+def status_page(
+    stems: list[str], records: dict[str, dict], smoke: dict[str, float]
+) -> str:
+    m = next(
+        (r["machine"] for r in records.values() if r.get("machine")), machine()
+    )
+    scale = next(
+        (r["scale"] for r in records.values() if r.get("scale")), "default"
+    )
     total = sum(r.get("seconds") or 0 for r in records.values())
     slowest = max(records.items(), key=lambda kv: kv[1].get("seconds") or 0)
-    lines = ["# Build status", "",
-             f"Every chapter page of this build was executed at scale `{scale}` on {machine_line(m)}. "
-             f"Together the pages took {total / 60:.1f} minutes of kernel time; executed two at a time, the build's wall "
-             f"time is about half that. The slowest page was {slowest[0]} ({_fmt_s(slowest[1].get('seconds') or 0)}). "
-             "A page marked *reused* was not executed again: nothing it depends on changed since the date shown.", "",
-             f"| page | {scale} (wall s) | smoke (s) | executed on | |", "|---|---|---|---|---|"]
+    lines = [
+        "# Build status",
+        "",
+        f"Every chapter page of this build was executed at scale `{scale}` on {machine_line(m)}. "
+        f"Together the pages took {total / 60:.1f} minutes of kernel time; executed two at a time, the build's wall "
+        f"time is about half that. The slowest page was {slowest[0]} ({_fmt_s(slowest[1].get('seconds') or 0)}). "
+        "A page marked *reused* was not executed again: nothing it depends on changed since the date shown.",
+        "",
+        f"| page | {scale} (wall s) | smoke (s) | executed on | |",
+        "|---|---|---|---|---|",
+    ]
     for stem in stems:
         r = records.get(stem, {})
         sm = f"{smoke[stem]:.0f}" if stem in smoke else "–"
-        lines.append(f"| [{stem}](chapters/{stem}.ipynb) | {r.get('seconds', '–')} | {sm} | {r.get('date', '–')} | "
-                     f"{'reused' if r.get('reused') else ''} |")
-    lines += ["", "Per-page figures for other machines and the whole-build times: the benchmark report "
-              "(`benchmarks/RUNTIMES.md`)."]
+        lines.append(
+            f"| [{stem}](chapters/{stem}.ipynb) | {r.get('seconds', '–')} | {sm} | {r.get('date', '–')} | "
+            f"{'reused' if r.get('reused') else ''} |"
+        )
+    lines += [
+        "",
+        "Per-page figures for other machines and the whole-build times: the benchmark report "
+        "(`benchmarks/RUNTIMES.md`).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -469,27 +633,52 @@ def stage(stems: list[str], scale: str, records: dict[str, dict]) -> Path:
         _write_if_changed(STAGE / name, (ROOT / name).read_text())
     for folder in ("bib", "_static", "_site"):
         if (ROOT / folder).exists():
-            shutil.copytree(ROOT / folder, STAGE / folder, dirs_exist_ok=True, copy_function=shutil.copy2)
-    _write_if_changed(STAGE / "benchmarks" / "RUNTIMES.md", (ROOT / "benchmarks" / "RUNTIMES.md").read_text())
+            shutil.copytree(
+                ROOT / folder,
+                STAGE / folder,
+                dirs_exist_ok=True,
+                copy_function=shutil.copy2,
+            )
+    _write_if_changed(
+        STAGE / "benchmarks" / "RUNTIMES.md",
+        (ROOT / "benchmarks" / "RUNTIMES.md").read_text(),
+    )
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"  # executed in step 1; the HTML shows exactly those outputs
-    _write_if_changed(STAGE / "_config.yml", "# written by tools/build_book.py from the book's _config.yml\n"
-                      + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    config["execute"]["execute_notebooks"] = (
+        "off"  # executed in step 1; the HTML shows exactly those outputs
+    )
+    _write_if_changed(
+        STAGE / "_config.yml",
+        "# written by tools/build_book.py from the book's _config.yml\n"
+        + yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+    )
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     for part in toc["parts"]:
         if part.get("caption") == "Reference":
             part["chapters"].append({"file": "build_status"})
-    _write_if_changed(STAGE / "_toc.yml", yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
+    _write_if_changed(
+        STAGE / "_toc.yml",
+        yaml.safe_dump(toc, sort_keys=False, allow_unicode=True),
+    )
     smoke = smoke_seconds()
     recorded = recorded_seconds()
     for stem in stems:
         nb = json.loads(executed_path(stem, scale).read_text())
         meta = records[stem]
-        cell = {"cell_type": "markdown", "id": "vnotes-cost", "metadata": {},
-                "source": cost_line(stem, meta, smoke, recorded)}
+        cell = {
+            "cell_type": "markdown",
+            "id": "vnotes-cost",
+            "metadata": {},
+            "source": cost_line(stem, meta, smoke, recorded),
+        }
         nb["cells"].insert(1, cell)  # right under the title
-        _write_if_changed(STAGE / "chapters" / f"{stem}.ipynb", json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-    _write_if_changed(STAGE / "build_status.md", status_page(stems, records, smoke))
+        _write_if_changed(
+            STAGE / "chapters" / f"{stem}.ipynb",
+            json.dumps(nb, indent=1, ensure_ascii=False) + "\n",
+        )
+    _write_if_changed(
+        STAGE / "build_status.md", status_page(stems, records, smoke)
+    )
     return STAGE
 
 
@@ -497,24 +686,66 @@ def stage(stems: list[str], scale: str, records: dict[str, dict]) -> Path:
 def html() -> None:
     """``jupyter-book build`` of the staged source into ``_build/html``; warnings are errors."""
     jb = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(jb), "build", str(STAGE), "--path-output", str(ROOT), "--warningiserror", "--nitpick", "--keep-going"]
+    cmd = [
+        str(jb),
+        "build",
+        str(STAGE),
+        "--path-output",
+        str(ROOT),
+        "--warningiserror",
+        "--nitpick",
+        "--keep-going",
+    ]
     subprocess.run(cmd, check=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", default=os.environ.get("VNOTES_SCALE", "default"), choices=("smoke", "default", "full"))
-    ap.add_argument("--jobs", type=int, default=2, help="notebooks executing at a time (one torch thread each)")
-    ap.add_argument("--only", nargs="*", help="page stems (e.g. 07c_albef); the pages they need run first if stale")
-    ap.add_argument("--force", action="store_true", help="execute even the pages whose key is unchanged")
-    ap.add_argument("--no-html", action="store_true", help="execute (and stage) only")
-    ap.add_argument("--timeout", type=int, default=900, help="seconds a single cell may run")
-    ap.add_argument("--_execute-one", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--scale",
+        default=os.environ.get("VNOTES_SCALE", "default"),
+        choices=("smoke", "default", "full"),
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="notebooks executing at a time (one torch thread each)",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        help="page stems (e.g. 07c_albef); the pages they need run first if stale",
+    )
+    ap.add_argument(
+        "--force",
+        action="store_true",
+        help="execute even the pages whose key is unchanged",
+    )
+    ap.add_argument(
+        "--no-html", action="store_true", help="execute (and stage) only"
+    )
+    ap.add_argument(
+        "--timeout",
+        type=int,
+        default=900,
+        help="seconds a single cell may run",
+    )
+    ap.add_argument(
+        "--_execute-one",
+        nargs=2,
+        metavar=("SRC", "DST"),
+        help=argparse.SUPPRESS,
+    )
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs={args.jobs}: need at least 1")
     if args._execute_one:
-        _execute_one(Path(args._execute_one[0]), Path(args._execute_one[1]), args.timeout)
+        _execute_one(
+            Path(args._execute_one[0]),
+            Path(args._execute_one[1]),
+            args.timeout,
+        )
         return
     os.environ["VNOTES_SCALE"] = args.scale
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -524,15 +755,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.only:
         unknown = sorted(set(args.only) - set(stems))
         if unknown:
-            ap.error(f"--only {unknown}: not chapter notebooks of _toc.yml (known: {', '.join(stems)})")
-    records = execute(args.only or stems, args.scale, args.jobs, args.timeout, force=args.force)
+            ap.error(
+                f"--only {unknown}: not chapter notebooks of _toc.yml (known: {', '.join(stems)})"
+            )
+    records = execute(
+        args.only or stems,
+        args.scale,
+        args.jobs,
+        args.timeout,
+        force=args.force,
+    )
     if args.only:
         return
     stage(stems, args.scale, records)
     if not args.no_html:
         t = time.perf_counter()
         html()
-        print(f"HTML written in {time.perf_counter() - t:.0f} s: {BUILD / 'html' / 'index.html'}")
+        print(
+            f"HTML written in {time.perf_counter() - t:.0f} s: {BUILD / 'html' / 'index.html'}"
+        )
 
 
 if __name__ == "__main__":

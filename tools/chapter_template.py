@@ -8,21 +8,31 @@
 # In Colab: install vnotes from the repository (does nothing anywhere else).
 import os
 import sys
+
 if "google.colab" in sys.modules or os.environ.get("VNOTES_PIP_SOURCE"):
     import subprocess
-    source = os.environ.get("VNOTES_PIP_SOURCE", "vnotes @ git+https://github.com/vnotes-book/vnotes")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
+
+    source = os.environ.get(
+        "VNOTES_PIP_SOURCE",
+        "vnotes @ git+https://github.com/vnotes-book/vnotes",
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", source], check=True
+    )
 
 # %% tags=["parameters"]
 import os
-scale = os.environ.get("VNOTES_SCALE", "default")  # "smoke" (seconds), "default" (2-core CPU, up to 150 s), "full" (GPU)
+
+scale = os.environ.get(
+    "VNOTES_SCALE", "default"
+)  # "smoke" (seconds), "default" (2-core CPU, up to 150 s), "full" (GPU)
 
 # %%
 from vnotes import Recorder, describe, pick_device, resolve_scale
 
 scale = resolve_scale(scale)
 device = pick_device()
-rec = Recorder("NN_name", scale)   # must equal the notebook's file name
+rec = Recorder("NN_name", scale)  # must equal the notebook's file name
 print(f"scale={scale}; running on {describe(device)}")
 
 # %% [markdown]

@@ -7,6 +7,7 @@ Cells start with ``# %%`` (code) or ``# %% [markdown]`` (markdown, every line pr
 tags follow as ``tags=["parameters", "hide-input"]``. The notebook written has no outputs and
 ``execution_count: null`` everywhere, as nbval and jupyter-book expect of committed notebooks.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ import re
 import sys
 from pathlib import Path
 
-HEADER = re.compile(r"^# %%(?P<md> \[markdown\])?(?:\s+tags=(?P<tags>\[.*\]))?\s*$")
+HEADER = re.compile(
+    r"^# %%(?P<md> \[markdown\])?(?:\s+tags=(?P<tags>\[.*\]))?\s*$"
+)
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
@@ -23,38 +26,68 @@ def py_to_notebook(text: str) -> dict:
     for line in text.splitlines():
         m = HEADER.match(line)
         if m:
-            current = {"md": bool(m.group("md")), "tags": json.loads(m.group("tags") or "[]"), "lines": []}
+            current = {
+                "md": bool(m.group("md")),
+                "tags": json.loads(m.group("tags") or "[]"),
+                "lines": [],
+            }
             cells.append(current)
         elif current is not None:
             current["lines"].append(line)
         elif line.strip():
-            raise ValueError(f"text before the first '# %%' cell marker: {line!r}")
+            raise ValueError(
+                f"text before the first '# %%' cell marker: {line!r}"
+            )
     out = []
     for c in cells:
         lines = c["lines"]
         while lines and not lines[-1].strip():
             lines.pop()
         if c["md"]:
-            lines = [l[2:] if l.startswith("# ") else l.lstrip("#") for l in lines]
+            lines = [
+                l[2:] if l.startswith("# ") else l.lstrip("#") for l in lines
+            ]
         source = "\n".join(lines)
         meta = {"tags": c["tags"]} if c["tags"] else {}
         if c["md"]:
-            out.append({"cell_type": "markdown", "metadata": meta, "source": source})
+            out.append(
+                {"cell_type": "markdown", "metadata": meta, "source": source}
+            )
         else:
-            out.append({"cell_type": "code", "execution_count": None, "metadata": meta, "outputs": [],
-                        "source": source})
-    return {"cells": out, "metadata": {"kernelspec": KERNEL, "language_info": {"name": "python"}},
-            "nbformat": 4, "nbformat_minor": 5}
+            out.append(
+                {
+                    "cell_type": "code",
+                    "execution_count": None,
+                    "metadata": meta,
+                    "outputs": [],
+                    "source": source,
+                }
+            )
+    return {
+        "cells": out,
+        "metadata": {
+            "kernelspec": KERNEL,
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
 
 
 def notebook_to_py(nb: dict) -> str:
     parts = []
     for c in nb["cells"]:
-        src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+        src = (
+            c["source"]
+            if isinstance(c["source"], str)
+            else "".join(c["source"])
+        )
         tags = c.get("metadata", {}).get("tags", [])
         tag = f" tags={json.dumps(tags)}" if tags else ""
         if c["cell_type"] == "markdown":
-            body = "\n".join(("# " + l) if l else "#" for l in src.splitlines())
+            body = "\n".join(
+                ("# " + l) if l else "#" for l in src.splitlines()
+            )
             parts.append(f"# %% [markdown]{tag}\n{body}")
         else:
             parts.append(f"# %%{tag}\n{src}")

@@ -12,11 +12,24 @@ The core every chapter shares:
 
 Chapters live in their own modules (``vnotes.optim``, ...) and import the core, never the reverse.
 """
+
 from .record import Recorder
 from .runtime import describe, pick_device, seed_everything
 from .scales import SCALES, by_scale, resolve_scale
 from .train import EMA, EarlyStopping, History, evaluate, fit
 
 __version__ = "0.1.0"
-__all__ = ["EMA", "EarlyStopping", "History", "Recorder", "SCALES", "by_scale", "describe", "evaluate", "fit",
-           "pick_device", "resolve_scale", "seed_everything"]
+__all__ = [
+    "EMA",
+    "EarlyStopping",
+    "History",
+    "Recorder",
+    "SCALES",
+    "by_scale",
+    "describe",
+    "evaluate",
+    "fit",
+    "pick_device",
+    "resolve_scale",
+    "seed_everything",
+]

@@ -6,6 +6,7 @@ the scale, every setting, a digest of the whole ``vnotes`` source and the torch 
 training is seeded, so the result does not depend on which of the two happened, and changed
 code is never served a model trained by the old one. Nothing is ever downloaded.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +35,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only, no pickled code)."""
     path = Path(path)
     if not path.is_file():
@@ -78,12 +81,25 @@ def cache_key(name: str, **settings: Any) -> str:
     The hash also covers :func:`code_digest` (the definition and training code of every model
     lives in this package) and the torch version, so a model is never reused across code changes.
     """
-    blob = json.dumps({"settings": settings, "code": code_digest(), "torch": torch.__version__},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "settings": settings,
+            "code": code_digest(),
+            "torch": torch.__version__,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def cached_model(model: nn.Module, key: str, train: Callable[[nn.Module], Any], *, use_cache: bool = True) -> nn.Module:
+def cached_model(
+    model: nn.Module,
+    key: str,
+    train: Callable[[nn.Module], Any],
+    *,
+    use_cache: bool = True,
+) -> nn.Module:
     """Load ``model``'s weights from the cache under ``key``, or call ``train(model)`` and store them.
 
     Returns the model; ``model.loaded_from_cache`` says which happened.

@@ -7,6 +7,7 @@ tests can run both side by side and compare parameters step for step.
 Notation in the comments: ``g`` gradient, ``p`` parameter, ``t`` step count (from 1),
 ``lr`` learning rate, ``wd`` weight decay.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,22 @@ from torch import nn
 from torch.optim import Optimizer
 
 
-def _check(name: str, value: float, low: float = 0.0, high: float | None = None, inclusive_high: bool = False) -> None:
-    if value < low or (high is not None and (value > high if inclusive_high else value >= high)):
-        bound = f"[{low}, {high}{']' if inclusive_high else ')'}" if high is not None else f">= {low}"
+def _check(
+    name: str,
+    value: float,
+    low: float = 0.0,
+    high: float | None = None,
+    inclusive_high: bool = False,
+) -> None:
+    if value < low or (
+        high is not None
+        and (value > high if inclusive_high else value >= high)
+    ):
+        bound = (
+            f"[{low}, {high}{']' if inclusive_high else ')'}"
+            if high is not None
+            else f">= {low}"
+        )
         raise ValueError(f"{name}={value} is not allowed; it must be {bound}")
 
 
@@ -31,16 +45,33 @@ class SGD(Optimizer):
     and Nesterov's variant as formulated by Sutskever et al. (2013).
     """
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
         _check("lr", lr)
         _check("momentum", momentum)
         _check("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(f"nesterov=True needs momentum > 0 and dampening = 0 (got momentum={momentum}, "
-                             f"dampening={dampening})")
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+            raise ValueError(
+                f"nesterov=True needs momentum > 0 and dampening = 0 (got momentum={momentum}, "
+                f"dampening={dampening})"
+            )
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -71,19 +102,36 @@ class SGD(Optimizer):
 class Adagrad(Optimizer):
     """AdaGrad (Duchi, Hazan & Singer, 2011): per-parameter steps shrink with the sum of squared gradients."""
 
-    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ):
         _check("lr", lr)
         _check("lr_decay", lr_decay)
         _check("weight_decay", weight_decay)
         _check("initial_accumulator_value", initial_accumulator_value)
         _check("eps", eps)
-        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                      initial_accumulator_value=initial_accumulator_value, eps=eps))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                lr_decay=lr_decay,
+                weight_decay=weight_decay,
+                initial_accumulator_value=initial_accumulator_value,
+                eps=eps,
+            ),
+        )
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p]["step"] = torch.tensor(0.0)
-                self.state[p]["sum"] = torch.full_like(p, group["initial_accumulator_value"])
+                self.state[p]["sum"] = torch.full_like(
+                    p, group["initial_accumulator_value"]
+                )
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -95,13 +143,19 @@ class Adagrad(Optimizer):
                 state = self.state[p]
                 state["step"] += 1
                 t = state["step"].item()
-                g = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+                g = (
+                    p.grad.add(p, alpha=group["weight_decay"])
+                    if group["weight_decay"]
+                    else p.grad
+                )
                 # lr_t = lr / (1 + (t - 1) * lr_decay)
                 clr = group["lr"] / (1 + (t - 1) * group["lr_decay"])
                 # G_t = G_{t-1} + g_t^2
                 state["sum"].addcmul_(g, g, value=1)
                 # p <- p - lr_t * g / (sqrt(G_t) + eps)
-                p.addcdiv_(g, state["sum"].sqrt().add_(group["eps"]), value=-clr)
+                p.addcdiv_(
+                    g, state["sum"].sqrt().add_(group["eps"]), value=-clr
+                )
         return loss
 
 
@@ -111,15 +165,32 @@ class RMSprop(Optimizer):
     ``centered=True`` subtracts the running mean of gradients (Graves, 2013) to estimate their variance.
     """
 
-    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-                 momentum: float = 0.0, centered: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ):
         _check("lr", lr)
         _check("alpha", alpha, 0.0, 1.0, inclusive_high=True)
         _check("eps", eps)
         _check("weight_decay", weight_decay)
         _check("momentum", momentum)
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                alpha=alpha,
+                eps=eps,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                centered=centered,
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -129,7 +200,11 @@ class RMSprop(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+                g = (
+                    p.grad.add(p, alpha=group["weight_decay"])
+                    if group["weight_decay"]
+                    else p.grad
+                )
                 state = self.state[p]
                 if not state:
                     state["square_avg"] = torch.zeros_like(p)
@@ -142,12 +217,18 @@ class RMSprop(Optimizer):
                 if group["centered"]:
                     # m_t = alpha * m_{t-1} + (1 - alpha) * g;  denominator sqrt(v_t - m_t^2) + eps
                     m = state["grad_avg"].lerp_(g, 1 - a)
-                    denom = v.addcmul(m, m, value=-1).sqrt_().add_(group["eps"])
+                    denom = (
+                        v.addcmul(m, m, value=-1).sqrt_().add_(group["eps"])
+                    )
                 else:
                     denom = v.sqrt().add_(group["eps"])
                 if group["momentum"]:
                     # b_t = momentum * b_{t-1} + g / denom;  p <- p - lr * b_t
-                    buf = state["momentum_buffer"].mul_(group["momentum"]).addcdiv_(g, denom)
+                    buf = (
+                        state["momentum_buffer"]
+                        .mul_(group["momentum"])
+                        .addcdiv_(g, denom)
+                    )
                     p.add_(buf, alpha=-group["lr"])
                 else:
                     p.addcdiv_(g, denom, value=-group["lr"])
@@ -157,12 +238,21 @@ class RMSprop(Optimizer):
 class Adadelta(Optimizer):
     """Adadelta (Zeiler, 2012): the step's units come from a running RMS of past updates, not from ``lr``."""
 
-    def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+    ):
         _check("lr", lr)
         _check("rho", rho, 0.0, 1.0, inclusive_high=True)
         _check("eps", eps)
         _check("weight_decay", weight_decay)
-        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
+        super().__init__(
+            params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -172,17 +262,31 @@ class Adadelta(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+                g = (
+                    p.grad.add(p, alpha=group["weight_decay"])
+                    if group["weight_decay"]
+                    else p.grad
+                )
                 state = self.state[p]
                 if not state:
                     state["square_avg"] = torch.zeros_like(p)
                     state["acc_delta"] = torch.zeros_like(p)
                 # E[g^2]_t = rho * E[g^2]_{t-1} + (1 - rho) * g^2
-                sq = state["square_avg"].mul_(rho).addcmul_(g, g, value=1 - rho)
+                sq = (
+                    state["square_avg"].mul_(rho).addcmul_(g, g, value=1 - rho)
+                )
                 # delta_t = sqrt(E[dx^2]_{t-1} + eps) / sqrt(E[g^2]_t + eps) * g
-                delta = state["acc_delta"].add(eps).sqrt_().div_(sq.add(eps).sqrt_()).mul_(g)
+                delta = (
+                    state["acc_delta"]
+                    .add(eps)
+                    .sqrt_()
+                    .div_(sq.add(eps).sqrt_())
+                    .mul_(g)
+                )
                 # E[dx^2]_t = rho * E[dx^2]_{t-1} + (1 - rho) * delta^2
-                state["acc_delta"].mul_(rho).addcmul_(delta, delta, value=1 - rho)
+                state["acc_delta"].mul_(rho).addcmul_(
+                    delta, delta, value=1 - rho
+                )
                 p.add_(delta, alpha=-group["lr"])
         return loss
 
@@ -196,14 +300,30 @@ class Adam(Optimizer):
 
     decoupled = False
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ):
         _check("lr", lr)
         _check("betas[0]", betas[0], 0.0, 1.0)
         _check("betas[1]", betas[1], 0.0, 1.0)
         _check("eps", eps)
         _check("weight_decay", weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=tuple(betas),
+                eps=eps,
+                weight_decay=weight_decay,
+                amsgrad=amsgrad,
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -233,9 +353,11 @@ class Adam(Optimizer):
                 m = state["exp_avg"].lerp_(g, 1 - b1)
                 v = state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
                 if group["amsgrad"]:
-                    v = torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+                    v = torch.maximum(
+                        state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"]
+                    )
                 # p <- p - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
-                bias1, bias2 = 1 - b1 ** t, 1 - b2 ** t
+                bias1, bias2 = 1 - b1**t, 1 - b2**t
                 denom = v.sqrt().div_(math.sqrt(bias2)).add_(group["eps"])
                 p.addcdiv_(m, denom, value=-lr / bias1)
         return loss
@@ -246,12 +368,28 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+        )
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {c.__name__: c for c in (SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW)}
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    c.__name__: c for c in (SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW)
+}
 
 
 # ============================================================================ LR schedules
@@ -275,7 +413,7 @@ class ExponentialDecay:
     gamma: float
 
     def __call__(self, t: int) -> float:
-        return self.gamma ** t
+        return self.gamma**t
 
 
 @dataclass(frozen=True)
@@ -287,7 +425,12 @@ class Cosine:
 
     def __call__(self, t: int) -> float:
         t = min(t, self.total)
-        return self.min_factor + (1 - self.min_factor) * (1 + math.cos(math.pi * t / self.total)) / 2
+        return (
+            self.min_factor
+            + (1 - self.min_factor)
+            * (1 + math.cos(math.pi * t / self.total))
+            / 2
+        )
 
 
 @dataclass(frozen=True)
@@ -314,46 +457,78 @@ class WarmupCosine:
 
     def __post_init__(self):
         if not 0 <= self.warmup < self.total:
-            raise ValueError(f"warmup={self.warmup} must lie in [0, total={self.total})")
+            raise ValueError(
+                f"warmup={self.warmup} must lie in [0, total={self.total})"
+            )
 
     def __call__(self, t: int) -> float:
         if t < self.warmup:
             return LinearWarmup(self.warmup, self.start_factor)(t)
-        return Cosine(self.total - self.warmup, self.min_factor)(t - self.warmup)
+        return Cosine(self.total - self.warmup, self.min_factor)(
+            t - self.warmup
+        )
 
 
-def as_scheduler(optimizer: Optimizer, schedule: Callable[[int], float]) -> torch.optim.lr_scheduler.LambdaLR:
+def as_scheduler(
+    optimizer: Optimizer, schedule: Callable[[int], float]
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Wrap a schedule (step -> multiplier) as a torch scheduler, stepped once per optimizer step."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 # ============================================================================ 2-D loss surfaces
-def ill_conditioned_quadratic(xy: torch.Tensor, a: float = 1.0, b: float = 20.0) -> torch.Tensor:
+def ill_conditioned_quadratic(
+    xy: torch.Tensor, a: float = 1.0, b: float = 20.0
+) -> torch.Tensor:
     """f(x, y) = (a x^2 + b y^2) / 2 -- condition number b / a; the valley that makes SGD zig-zag."""
     return 0.5 * (a * xy[..., 0] ** 2 + b * xy[..., 1] ** 2)
 
 
-def rosenbrock(xy: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tensor:
+def rosenbrock(
+    xy: torch.Tensor, a: float = 1.0, b: float = 100.0
+) -> torch.Tensor:
     """f(x, y) = (a - x)^2 + b (y - x^2)^2 (Rosenbrock, 1960): a curved, flat-bottomed valley, minimum at (a, a^2)."""
     return (a - xy[..., 0]) ** 2 + b * (xy[..., 1] - xy[..., 0] ** 2) ** 2
 
 
-SURFACES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], tuple[float, float], tuple[float, float, float, float]]] = {
+SURFACES: dict[
+    str,
+    tuple[
+        Callable[[torch.Tensor], torch.Tensor],
+        tuple[float, float],
+        tuple[float, float, float, float],
+    ],
+] = {
     # name: (function, start point, plot window x0, x1, y0, y1)
-    "quadratic": (ill_conditioned_quadratic, (-4.5, 1.5), (-5.0, 5.0, -2.0, 2.0)),
+    "quadratic": (
+        ill_conditioned_quadratic,
+        (-4.5, 1.5),
+        (-5.0, 5.0, -2.0, 2.0),
+    ),
     "rosenbrock": (rosenbrock, (-1.5, 2.0), (-2.0, 2.0, -1.0, 3.0)),
 }
 
 
-def trajectory(surface: str, optimizer: str, steps: int = 100, start: tuple[float, float] | None = None,
-               **hyper) -> np.ndarray:
+def trajectory(
+    surface: str,
+    optimizer: str,
+    steps: int = 100,
+    start: tuple[float, float] | None = None,
+    **hyper,
+) -> np.ndarray:
     """Points [steps + 1, 2] visited by ``optimizer`` (a name in OPTIMIZERS) minimising a 2-D surface."""
     if surface not in SURFACES:
-        raise ValueError(f"surface={surface!r} is unknown; allowed: {sorted(SURFACES)}")
+        raise ValueError(
+            f"surface={surface!r} is unknown; allowed: {sorted(SURFACES)}"
+        )
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r} is unknown; allowed: {sorted(OPTIMIZERS)}")
+        raise ValueError(
+            f"optimizer={optimizer!r} is unknown; allowed: {sorted(OPTIMIZERS)}"
+        )
     f, default_start, _ = SURFACES[surface]
-    xy = torch.tensor(start or default_start, dtype=torch.float64, requires_grad=True)
+    xy = torch.tensor(
+        start or default_start, dtype=torch.float64, requires_grad=True
+    )
     opt = OPTIMIZERS[optimizer]([xy], **hyper)
     points = [xy.detach().clone()]
     for _ in range(steps):
@@ -367,11 +542,24 @@ def trajectory(surface: str, optimizer: str, steps: int = 100, start: tuple[floa
 def plot_surface(surface: str, ax, levels: int = 30):
     """Contour lines of a surface (log-spaced levels) on ``ax``, with the minimum marked."""
     f, _, (x0, x1, y0, y1) = SURFACES[surface]
-    xs, ys = torch.meshgrid(torch.linspace(x0, x1, 200), torch.linspace(y0, y1, 200), indexing="xy")
+    xs, ys = torch.meshgrid(
+        torch.linspace(x0, x1, 200), torch.linspace(y0, y1, 200), indexing="xy"
+    )
     z = f(torch.stack([xs, ys], -1)).numpy()
-    ax.contour(xs.numpy(), ys.numpy(), z, levels=np.geomspace(z.min() + 1e-3, z.max(), levels), cmap="Greys",
-               linewidths=0.6)
-    ax.plot(*((0, 0) if surface == "quadratic" else (1, 1)), marker="*", color="k", markersize=10)
+    ax.contour(
+        xs.numpy(),
+        ys.numpy(),
+        z,
+        levels=np.geomspace(z.min() + 1e-3, z.max(), levels),
+        cmap="Greys",
+        linewidths=0.6,
+    )
+    ax.plot(
+        *((0, 0) if surface == "quadratic" else (1, 1)),
+        marker="*",
+        color="k",
+        markersize=10,
+    )
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_xlabel("x")
@@ -380,13 +568,27 @@ def plot_surface(surface: str, ax, levels: int = 30):
 
 
 # ============================================================================ networks for the experiments
-def mlp(in_features: int = 64, hidden: int = 128, num_classes: int = 10, depth: int = 2,
-        activation: str = "relu", batchnorm: bool = False, init: str = "default") -> nn.Sequential:
+def mlp(
+    in_features: int = 64,
+    hidden: int = 128,
+    num_classes: int = 10,
+    depth: int = 2,
+    activation: str = "relu",
+    batchnorm: bool = False,
+    init: str = "default",
+) -> nn.Sequential:
     """A plain multilayer perceptron; ``init`` is ``default`` (PyTorch's), ``xavier`` (Glorot & Bengio, 2010),
     ``kaiming`` (He et al., 2015) or ``small`` (N(0, 0.01^2), the classic recipe that makes deep nets vanish)."""
-    acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
+    acts = {
+        "relu": nn.ReLU,
+        "sigmoid": nn.Sigmoid,
+        "tanh": nn.Tanh,
+        "leaky_relu": nn.LeakyReLU,
+    }
     if activation not in acts:
-        raise ValueError(f"activation={activation!r} is unknown; allowed: {sorted(acts)}")
+        raise ValueError(
+            f"activation={activation!r} is unknown; allowed: {sorted(acts)}"
+        )
     if depth < 1:
         raise ValueError(f"depth={depth} must be at least 1")
     layers: list[nn.Module] = []
@@ -406,13 +608,20 @@ def mlp(in_features: int = 64, hidden: int = 128, num_classes: int = 10, depth: 
 def init_weights(net: nn.Module, init: str, activation: str = "relu") -> None:
     """Re-initialise every Linear layer of ``net`` by one of the schemes named in :func:`mlp`."""
     if init not in ("default", "xavier", "kaiming", "small"):
-        raise ValueError(f"init={init!r} is unknown; allowed: default, xavier, kaiming, small")
+        raise ValueError(
+            f"init={init!r} is unknown; allowed: default, xavier, kaiming, small"
+        )
     for m in net.modules():
         if isinstance(m, nn.Linear) and init != "default":
             if init == "xavier":
                 nn.init.xavier_normal_(m.weight)
             elif init == "kaiming":
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu" if activation == "relu" else "leaky_relu")
+                nn.init.kaiming_normal_(
+                    m.weight,
+                    nonlinearity="relu"
+                    if activation == "relu"
+                    else "leaky_relu",
+                )
             else:
                 nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
@@ -421,33 +630,55 @@ def init_weights(net: nn.Module, init: str, activation: str = "relu") -> None:
 class ResidualMLP(nn.Module):
     """A deep MLP whose hidden layers add their input back, x + f(x) (He et al., 2016), to carry gradients."""
 
-    def __init__(self, in_features: int = 64, hidden: int = 64, num_classes: int = 10, depth: int = 20,
-                 activation: str = "sigmoid"):
+    def __init__(
+        self,
+        in_features: int = 64,
+        hidden: int = 64,
+        num_classes: int = 10,
+        depth: int = 20,
+        activation: str = "sigmoid",
+    ):
         super().__init__()
         acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
         self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden))
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), acts[activation]()) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(hidden, hidden), acts[activation]())
+            for _ in range(depth)
+        )
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stem(x)
         for block in self.blocks:
-            h = h + block(h)   # the identity path: dL/dh_l = dL/dh_{l+1} (I + df/dh)
+            h = h + block(
+                h
+            )  # the identity path: dL/dh_l = dL/dh_{l+1} (I + df/dh)
         return self.head(h)
 
 
-def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+def gradient_norms(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> list[float]:
     """Gradient norm of each Linear layer's weight (input side first) after one backward pass."""
     model.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
-    return [m.weight.grad.norm().item() for m in model.modules() if isinstance(m, nn.Linear)]
+    return [
+        m.weight.grad.norm().item()
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+    ]
 
 
 def activation_stds(model: nn.Module, x: torch.Tensor) -> list[float]:
     """Standard deviation of each hidden activation (outputs of the non-linearities) for a batch ``x``."""
     stds: list[float] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: stds.append(out.std().item()))
-             for m in model.modules() if isinstance(m, (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU))]
+    hooks = [
+        m.register_forward_hook(
+            lambda _m, _i, out: stds.append(out.std().item())
+        )
+        for m in model.modules()
+        if isinstance(m, (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU))
+    ]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -459,30 +690,43 @@ def compare_with_torch(steps: int = 50, seed: int = 0) -> dict[str, float]:
     """Largest |difference| between each from-scratch optimizer and torch.optim after ``steps`` steps
     on the same small regression problem (float64), keyed by optimizer name and settings."""
     settings: list[tuple[str, dict]] = [
-        ("SGD", dict(lr=0.05)), ("SGD", dict(lr=0.05, momentum=0.9)),
+        ("SGD", dict(lr=0.05)),
+        ("SGD", dict(lr=0.05, momentum=0.9)),
         ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
-        ("Adagrad", dict(lr=0.1, lr_decay=0.01)), ("RMSprop", dict(lr=0.01)),
-        ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)), ("Adadelta", dict(lr=1.0)),
-        ("Adam", dict(lr=0.01)), ("Adam", dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
+        ("Adagrad", dict(lr=0.1, lr_decay=0.01)),
+        ("RMSprop", dict(lr=0.01)),
+        ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
+        ("Adadelta", dict(lr=1.0)),
+        ("Adam", dict(lr=0.01)),
+        ("Adam", dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
         ("AdamW", dict(lr=0.01, weight_decay=0.1)),
     ]
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(64, 5, generator=g, dtype=torch.float64)
-    y = x @ torch.randn(5, 1, generator=g, dtype=torch.float64) + 0.1 * torch.randn(64, 1, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(
+        5, 1, generator=g, dtype=torch.float64
+    ) + 0.1 * torch.randn(64, 1, generator=g, dtype=torch.float64)
     results: dict[str, float] = {}
     for name, kw in settings:
         nets = []
         for cls in (OPTIMIZERS[name], getattr(torch.optim, name)):
             torch.manual_seed(seed)
-            net = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+            net = nn.Sequential(
+                nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 1)
+            ).double()
             opt = cls(net.parameters(), **kw)
             for _ in range(steps):
                 opt.zero_grad()
                 nn.functional.mse_loss(net(x), y).backward()
                 opt.step()
             nets.append(net)
-        diff = max((p - q).abs().max().item() for p, q in zip(nets[0].parameters(), nets[1].parameters()))
-        results[f"{name}({', '.join(f'{k}={v}' for k, v in kw.items())})"] = diff
+        diff = max(
+            (p - q).abs().max().item()
+            for p, q in zip(nets[0].parameters(), nets[1].parameters())
+        )
+        results[f"{name}({', '.join(f'{k}={v}' for k, v in kw.items())})"] = (
+            diff
+        )
     return results
 
 
@@ -501,18 +745,39 @@ OPTIMIZER_SETTINGS: list[tuple[str, str, dict]] = [
 ]
 
 
-def digits_loaders(batch_size: int = 64, seed: int = 0, device: torch.device | str = "cpu"):
+def digits_loaders(
+    batch_size: int = 64, seed: int = 0, device: torch.device | str = "cpu"
+):
     """Train / val / test loaders over scikit-learn's 8x8 digits, flattened to 64 features."""
     from .data import TensorLoader, load_digits
 
     splits = [load_digits(s) for s in ("train", "val", "test")]
-    return tuple(TensorLoader(d.flat(), d.labels, batch_size=batch_size if i == 0 else 512, shuffle=i == 0,
-                              seed=seed, device=device) for i, d in enumerate(splits))
+    return tuple(
+        TensorLoader(
+            d.flat(),
+            d.labels,
+            batch_size=batch_size if i == 0 else 512,
+            shuffle=i == 0,
+            seed=seed,
+            device=device,
+        )
+        for i, d in enumerate(splits)
+    )
 
 
-def train_with(optimizer: str, hyper: dict, *, epochs: int, seed: int = 0, model_fn: Callable[[], nn.Module] | None = None,
-               schedule: Callable[[int], float] | None = None, clip_grad_norm: float | None = None,
-               then: tuple[str, dict, int] | None = None, device: torch.device | str = "cpu", desc: str | None = None):
+def train_with(
+    optimizer: str,
+    hyper: dict,
+    *,
+    epochs: int,
+    seed: int = 0,
+    model_fn: Callable[[], nn.Module] | None = None,
+    schedule: Callable[[int], float] | None = None,
+    clip_grad_norm: float | None = None,
+    then: tuple[str, dict, int] | None = None,
+    device: torch.device | str = "cpu",
+    desc: str | None = None,
+):
     """Train a fresh network on the digits with one optimizer; returns ``(model, history, test_accuracy)``.
 
     ``then=(name, hyper, epoch)`` switches to a second optimizer from ``epoch`` on
@@ -528,14 +793,41 @@ def train_with(optimizer: str, hyper: dict, *, epochs: int, seed: int = 0, model
     opt = OPTIMIZERS[optimizer](model.parameters(), **hyper)
     steps = len(train) * first_epochs
     sched = as_scheduler(opt, schedule) if schedule is not None else None
-    hist = fit(model, train, optimizer=opt, epochs=first_epochs, val_loader=val, scheduler=sched,
-               clip_grad_norm=clip_grad_norm, device=device, precision="fp32", verbose=False,
-               desc=desc or optimizer)
+    hist = fit(
+        model,
+        train,
+        optimizer=opt,
+        epochs=first_epochs,
+        val_loader=val,
+        scheduler=sched,
+        clip_grad_norm=clip_grad_norm,
+        device=device,
+        precision="fp32",
+        verbose=False,
+        desc=desc or optimizer,
+    )
     if then:
         opt2 = OPTIMIZERS[then[0]](model.parameters(), **then[1])
-        hist2 = fit(model, train, optimizer=opt2, epochs=epochs - first_epochs, val_loader=val, device=device,
-                    precision="fp32", verbose=False, desc=desc or then[0])
-        hist = History(step={k: hist.step[k] + hist2.step.get(k, []) for k in hist.step},
-                       epoch={k: hist.epoch[k] + hist2.epoch.get(k, []) for k in hist.epoch})
+        hist2 = fit(
+            model,
+            train,
+            optimizer=opt2,
+            epochs=epochs - first_epochs,
+            val_loader=val,
+            device=device,
+            precision="fp32",
+            verbose=False,
+            desc=desc or then[0],
+        )
+        hist = History(
+            step={k: hist.step[k] + hist2.step.get(k, []) for k in hist.step},
+            epoch={
+                k: hist.epoch[k] + hist2.epoch.get(k, []) for k in hist.epoch
+            },
+        )
     del steps
-    return model, hist, evaluate(model, test, device=torch.device(device))["acc"]
+    return (
+        model,
+        hist,
+        evaluate(model, test, device=torch.device(device))["acc"],
+    )

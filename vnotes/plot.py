@@ -3,6 +3,7 @@
 All functions draw on a Matplotlib ``Axes`` (created if not given) and return it; axis
 labels always carry units where there are any.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -36,9 +37,19 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def plot_curves(curves: Mapping[str, Sequence[float] | tuple[Sequence[float], Sequence[float]]], *,
-                xlabel: str = "epoch", ylabel: str = "loss", title: str | None = None, logy: bool = False,
-                smooth_window: int = 1, ax=None, **line_kw):
+def plot_curves(
+    curves: Mapping[
+        str, Sequence[float] | tuple[Sequence[float], Sequence[float]]
+    ],
+    *,
+    xlabel: str = "epoch",
+    ylabel: str = "loss",
+    title: str | None = None,
+    logy: bool = False,
+    smooth_window: int = 1,
+    ax=None,
+    **line_kw,
+):
     """One line per named curve; a curve is ``y`` (x = 1, 2, ...) or a pair ``(x, y)``."""
     ax = _ax(ax)
     for name, c in curves.items():
@@ -60,13 +71,29 @@ def plot_curves(curves: Mapping[str, Sequence[float] | tuple[Sequence[float], Se
     return ax
 
 
-def plot_history(history, keys: Sequence[str] = ("train_loss", "val_loss"), *, ylabel: str | None = None,
-                 title: str | None = None, ax=None, logy: bool = False):
+def plot_history(
+    history,
+    keys: Sequence[str] = ("train_loss", "val_loss"),
+    *,
+    ylabel: str | None = None,
+    title: str | None = None,
+    ax=None,
+    logy: bool = False,
+):
     """Per-epoch curves of a :class:`vnotes.train.History` (keys missing from it are skipped)."""
     curves = {k: history.epoch[k] for k in keys if k in history.epoch}
     if not curves:
-        raise KeyError(f"none of {list(keys)} is in the history; it has {sorted(history.epoch)}")
-    return plot_curves(curves, xlabel="epoch", ylabel=ylabel or " / ".join(curves), title=title, ax=ax, logy=logy)
+        raise KeyError(
+            f"none of {list(keys)} is in the history; it has {sorted(history.epoch)}"
+        )
+    return plot_curves(
+        curves,
+        xlabel="epoch",
+        ylabel=ylabel or " / ".join(curves),
+        title=title,
+        ax=ax,
+        logy=logy,
+    )
 
 
 def _to_hwc(img: Any) -> np.ndarray:
@@ -78,8 +105,16 @@ def _to_hwc(img: Any) -> np.ndarray:
     return np.clip(a, 0, 1)
 
 
-def show_images(images: Any, *, titles: Sequence[str] | None = None, ncols: int = 8, scale: float = 1.2,
-                cmap: str = "gray", suptitle: str | None = None, axes=None):
+def show_images(
+    images: Any,
+    *,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    scale: float = 1.2,
+    cmap: str = "gray",
+    suptitle: str | None = None,
+    axes=None,
+):
     """A grid of images (``[N, C, H, W]`` or ``[N, H, W]``, values in [0, 1]) with optional titles."""
     images = list(images)
     n = len(images)
@@ -88,13 +123,24 @@ def show_images(images: Any, *, titles: Sequence[str] | None = None, ncols: int 
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
     if axes is None:
-        fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.3 if titles else 0)),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            nrows,
+            ncols,
+            figsize=(scale * ncols, scale * nrows + (0.3 if titles else 0)),
+            squeeze=False,
+            layout="constrained",
+        )
     axes = np.asarray(axes).reshape(-1)
     for i, ax in enumerate(axes):
         ax.axis("off")
         if i < n:
-            ax.imshow(_to_hwc(images[i]), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(
+                _to_hwc(images[i]),
+                cmap=cmap,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             if titles is not None:
                 ax.set_title(titles[i], fontsize=7)
     if suptitle:
@@ -102,7 +148,15 @@ def show_images(images: Any, *, titles: Sequence[str] | None = None, ncols: int 
     return axes
 
 
-def overlay_heatmap(image: Any, heat: Any, *, ax=None, alpha: float = 0.55, cmap: str = "jet", title: str | None = None):
+def overlay_heatmap(
+    image: Any,
+    heat: Any,
+    *,
+    ax=None,
+    alpha: float = 0.55,
+    cmap: str = "jet",
+    title: str | None = None,
+):
     """Draw ``heat`` (any 2-D size, upsampled to the image) over ``image`` -- for attention and saliency maps."""
     ax = _ax(ax, figsize=(3, 3))
     img = _to_hwc(image)
@@ -111,7 +165,9 @@ def overlay_heatmap(image: Any, heat: Any, *, ax=None, alpha: float = 0.55, cmap
         raise ValueError(f"heat must be 2-D, got shape {h.shape}")
     H, W = img.shape[:2]
     h_t = torch.from_numpy(h)[None, None].float()
-    h = torch.nn.functional.interpolate(h_t, size=(H, W), mode="bilinear", align_corners=False)[0, 0].numpy()
+    h = torch.nn.functional.interpolate(
+        h_t, size=(H, W), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
     h = (h - h.min()) / (h.max() - h.min() + 1e-12)
     ax.imshow(img, cmap="gray", interpolation="nearest")
     ax.imshow(h, cmap=cmap, alpha=alpha, interpolation="bilinear")
@@ -121,19 +177,33 @@ def overlay_heatmap(image: Any, heat: Any, *, ax=None, alpha: float = 0.55, cmap
     return ax
 
 
-def scatter_2d(points: Any, labels: Any = None, *, class_names: Sequence[str] | None = None, method: str = "pca",
-               ax=None, title: str | None = None, s: float = 8):
+def scatter_2d(
+    points: Any,
+    labels: Any = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    method: str = "pca",
+    ax=None,
+    title: str | None = None,
+    s: float = 8,
+):
     """Scatter of embeddings reduced to 2-D by ``pca`` (or ``tsne``), coloured by class."""
     x = _np(points).reshape(len(points), -1)
     if x.shape[1] > 2:
         if method == "pca":
             from sklearn.decomposition import PCA
+
             x = PCA(n_components=2, random_state=0).fit_transform(x)
         elif method == "tsne":
             from sklearn.manifold import TSNE
-            x = TSNE(n_components=2, random_state=0, init="pca").fit_transform(x)
+
+            x = TSNE(n_components=2, random_state=0, init="pca").fit_transform(
+                x
+            )
         else:
-            raise ValueError(f"method={method!r} is unknown; allowed: 'pca', 'tsne'")
+            raise ValueError(
+                f"method={method!r} is unknown; allowed: 'pca', 'tsne'"
+            )
     ax = _ax(ax, figsize=(4.5, 4))
     if labels is None:
         ax.scatter(x[:, 0], x[:, 1], s=s)
@@ -150,7 +220,12 @@ def scatter_2d(points: Any, labels: Any = None, *, class_names: Sequence[str] | 
     return ax
 
 
-def table_markdown(rows: Sequence[Mapping[str, Any]], *, floatfmt: str = ".3f", title: str | None = None) -> str:
+def table_markdown(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    floatfmt: str = ".3f",
+    title: str | None = None,
+) -> str:
     """A list of dicts as a Markdown table (columns in order of first appearance), with an optional bold title."""
     if not rows:
         raise ValueError("show_table got no rows")
@@ -163,31 +238,47 @@ def table_markdown(rows: Sequence[Mapping[str, Any]], *, floatfmt: str = ".3f", 
             return format(v, floatfmt)
         return "" if v is None else str(v).replace("|", "\\|")
 
-    head = [str(c).replace("|", "\\|") for c in cols]  # a literal bar (|x|) would split a column
-    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    head = [
+        str(c).replace("|", "\\|") for c in cols
+    ]  # a literal bar (|x|) would split a column
+    lines = ([f"**{title}**", ""] if title else []) + [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    lines += [
+        "| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows
+    ]
     return "\n".join(lines)
 
 
-def show_table(rows: Sequence[Mapping[str, Any]], *, floatfmt: str = ".3f", title: str | None = None) -> None:
+def show_table(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    floatfmt: str = ".3f",
+    title: str | None = None,
+) -> None:
     """Display a list of dicts as a table (rendered as HTML in the book); returns nothing, so a cell that
     ends with it shows the table once. :func:`table_markdown` gives the Markdown text."""
     md = table_markdown(rows, floatfmt=floatfmt, title=title)
     try:
         from IPython.display import Markdown, display
+
         display(Markdown(md))
     except ImportError:  # plain Python: print it
         print(md)
 
 
-def show_source(obj: Callable | type, *, lines: tuple[int, int] | None = None) -> None:
+def show_source(
+    obj: Callable | type, *, lines: tuple[int, int] | None = None
+) -> None:
     """Show the source of a vnotes function or class, highlighted, so the page teaches the code it imports."""
     src = inspect.getsource(obj)
     if lines is not None:
-        src = "\n".join(src.splitlines()[lines[0]:lines[1]])
+        src = "\n".join(src.splitlines()[lines[0] : lines[1]])
     where = f"{obj.__module__}.{obj.__qualname__}"
     try:
         from IPython.display import Markdown, display
+
         display(Markdown(f"Source of `{where}`:\n\n```python\n{src}\n```"))
     except ImportError:
         print(f"# {where}\n{src}")

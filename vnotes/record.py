@@ -3,6 +3,7 @@
 The test suite reads these files and checks each number against a threshold for the
 scale that produced it (``tests/thresholds/<notebook>.toml``).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,16 @@ class Recorder:
     Creating a recorder starts the notebook's file afresh, so numbers from an older run never linger.
     """
 
-    def __init__(self, notebook: str, scale: str, directory: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        notebook: str,
+        scale: str,
+        directory: str | os.PathLike | None = None,
+    ):
         if not notebook or "/" in notebook:
-            raise ValueError(f"notebook={notebook!r} must be a plain name such as '01_optimization'")
+            raise ValueError(
+                f"notebook={notebook!r} must be a plain name such as '01_optimization'"
+            )
         self.notebook = notebook
         self.scale = scale
         root = Path(directory) if directory is not None else metrics_dir()
@@ -61,16 +69,27 @@ class Recorder:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise TypeError(f"metric {name!r} must be a number, got {value!r}") from None
+            raise TypeError(
+                f"metric {name!r} must be a number, got {value!r}"
+            ) from None
         if not math.isfinite(number):
-            raise ValueError(f"metric {name!r} is {number}; only finite numbers can be recorded")
+            raise ValueError(
+                f"metric {name!r} is {number}; only finite numbers can be recorded"
+            )
         self.metrics[name] = number
         self._write()
         return number
 
     def _write(self) -> None:
-        payload = {"notebook": self.notebook, "scale": self.scale, "time": time.time(), "metrics": self.metrics}
-        atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True))
+        payload = {
+            "notebook": self.notebook,
+            "scale": self.scale,
+            "time": time.time(),
+            "metrics": self.metrics,
+        }
+        atomic_write_text(
+            self.path, json.dumps(payload, indent=1, sort_keys=True)
+        )
 
     def __repr__(self) -> str:
         return f"Recorder({self.notebook!r}, scale={self.scale!r}, {len(self.metrics)} metrics -> {self.path})"

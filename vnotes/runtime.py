@@ -1,4 +1,5 @@
 """Device, precision and seeding: the few facts about the machine every chapter needs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,7 +21,9 @@ def pick_device(prefer: str | None = None) -> torch.device:
     if prefer:
         dev = torch.device(prefer)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device={prefer!r} was asked for but CUDA is not available here")
+            raise RuntimeError(
+                f"device={prefer!r} was asked for but CUDA is not available here"
+            )
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -42,10 +45,14 @@ def cpu_has_bf16() -> bool:
 
 
 def _has_conv(model: nn.Module | None) -> bool:
-    return model is not None and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    return model is not None and any(
+        isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()
+    )
 
 
-def resolve_precision(precision: str, device: torch.device, model: nn.Module | None = None) -> str:
+def resolve_precision(
+    precision: str, device: torch.device, model: nn.Module | None = None
+) -> str:
     """Turn ``auto`` into ``bf16`` or ``fp32`` for this device and model.
 
     ``auto`` chooses bf16 on CUDA GPUs that support it; on a CPU only for convolutional models
@@ -53,7 +60,9 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module | N
     for small attention models). Other devices get fp32.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not allowed; choose one of {PRECISIONS}")
+        raise ValueError(
+            f"precision={precision!r} is not allowed; choose one of {PRECISIONS}"
+        )
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -63,7 +72,9 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module | N
     return "fp32"
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(
+    device: torch.device, precision: str
+) -> contextlib.AbstractContextManager:
     """The autocast context for a resolved precision (``bf16``) or a no-op (``fp32``)."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -86,8 +97,10 @@ def describe(device: torch.device | None = None) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         return f"cuda ({name}), bf16: {torch.cuda.is_bf16_supported()}, torch {torch.__version__}"
-    return (f"{device.type}, {torch.get_num_threads()} threads, native bf16: {cpu_has_bf16()}, "
-            f"torch {torch.__version__}")
+    return (
+        f"{device.type}, {torch.get_num_threads()} threads, native bf16: {cpu_has_bf16()}, "
+        f"torch {torch.__version__}"
+    )
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@
 A notebook's ``parameters`` cell reads its default scale from the environment variable
 ``VNOTES_SCALE`` so papermill (``-p scale smoke``), nbval and jupyter-book runs agree.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,9 @@ def resolve_scale(scale: str | None = None) -> str:
     if scale is None:
         scale = os.environ.get(ENV_VAR, "default")
     if not isinstance(scale, str) or scale.strip().lower() not in SCALES:
-        raise ValueError(f"scale={scale!r} is not a known scale; choose one of {', '.join(SCALES)}")
+        raise ValueError(
+            f"scale={scale!r} is not a known scale; choose one of {', '.join(SCALES)}"
+        )
     return scale.strip().lower()
 
 
@@ -34,16 +37,27 @@ def by_scale(scale: str, **choices: T) -> T:
     scale = resolve_scale(scale)
     unknown = set(choices) - set(SCALES)
     if unknown:
-        raise ValueError(f"by_scale got unknown scale names {sorted(unknown)}; allowed: {SCALES}")
+        raise ValueError(
+            f"by_scale got unknown scale names {sorted(unknown)}; allowed: {SCALES}"
+        )
     if scale not in choices:
-        raise ValueError(f"no value given for scale={scale!r} (given: {sorted(choices)})")
+        raise ValueError(
+            f"no value given for scale={scale!r} (given: {sorted(choices)})"
+        )
     return choices[scale]
 
 
 def describe_scales(table: dict[str, dict[str, Any]]) -> str:
     """Format a per-scale config table as Markdown (used by notebooks to show what each scale costs)."""
     keys = sorted({k for row in table.values() for k in row})
-    lines = ["| setting | " + " | ".join(table) + " |", "|---" * (len(table) + 1) + "|"]
+    lines = [
+        "| setting | " + " | ".join(table) + " |",
+        "|---" * (len(table) + 1) + "|",
+    ]
     for k in keys:
-        lines.append(f"| {k} | " + " | ".join(str(table[s].get(k, "")) for s in table) + " |")
+        lines.append(
+            f"| {k} | "
+            + " | ".join(str(table[s].get(k, "")) for s in table)
+            + " |"
+        )
     return "\n".join(lines)

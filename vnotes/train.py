@@ -9,6 +9,7 @@ DistributedDataParallel when the process group is initialised (``torchrun``).
 The hot loop does not synchronise with the device: per-step losses stay on the device and
 are read once per epoch (plus one progress-bar refresh every ``log_every`` steps).
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,10 @@ from torch import nn
 from .checkpoint import load_checkpoint, save_checkpoint
 from .runtime import autocast, pick_device, resolve_precision
 
-StepFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]"]
+StepFn = Callable[
+    [nn.Module, Any],
+    "torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]",
+]
 EvalFn = Callable[[nn.Module, Iterable], Mapping[str, float]]
 
 
@@ -51,7 +55,9 @@ class History:
             return self.epoch[key]
         if key in self.step:
             return self.step[key]
-        raise KeyError(f"{key!r} was not recorded; epoch keys: {sorted(self.epoch)}, step keys: {sorted(self.step)}")
+        raise KeyError(
+            f"{key!r} was not recorded; epoch keys: {sorted(self.epoch)}, step keys: {sorted(self.step)}"
+        )
 
     def __contains__(self, key: str) -> bool:
         return key in self.epoch or key in self.step
@@ -72,8 +78,10 @@ class History:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "History":
-        return cls(step={k: list(v) for k, v in state["step"].items()},
-                   epoch={k: list(v) for k, v in state["epoch"].items()})
+        return cls(
+            step={k: list(v) for k, v in state["step"].items()},
+            epoch={k: list(v) for k, v in state["epoch"].items()},
+        )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -104,8 +112,14 @@ class EMA:
 class EarlyStopping:
     """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best weights."""
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "min", patience: int = 5,
-                 min_delta: float = 0.0, restore_best: bool = True):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+    ):
         if mode not in ("min", "max"):
             raise ValueError(f"mode={mode!r} must be 'min' or 'max'")
         if patience < 1:
@@ -122,15 +136,22 @@ class EarlyStopping:
             return value < self.best_value - self.min_delta
         return value > self.best_value + self.min_delta
 
-    def update(self, epoch: int, logs: Mapping[str, float], model: nn.Module) -> bool:
+    def update(
+        self, epoch: int, logs: Mapping[str, float], model: nn.Module
+    ) -> bool:
         """Take one epoch's logs; return True when training should stop."""
         if self.monitor not in logs:
-            raise KeyError(f"early stopping monitors {self.monitor!r}, but the epoch logged only {sorted(logs)}")
+            raise KeyError(
+                f"early stopping monitors {self.monitor!r}, but the epoch logged only {sorted(logs)}"
+            )
         value = logs[self.monitor]
         if self._improved(value):
             self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
             if self.restore_best:
-                self.best_state = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
+                self.best_state = {
+                    k: v.detach().clone()
+                    for k, v in _unwrap(model).state_dict().items()
+                }
             return False
         self.bad_epochs += 1
         return self.bad_epochs >= self.patience
@@ -141,11 +162,17 @@ class EarlyStopping:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)          # torch.compile wrapper
-    return getattr(model, "module", model) if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    return (
+        getattr(model, "module", model)
+        if isinstance(model, nn.parallel.DistributedDataParallel)
+        else model
+    )
 
 
-def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+def to_device(
+    batch: Any, device: torch.device, channels_last: bool = False
+) -> Any:
     """Move a tensor, or a tuple/list/dict of tensors, to ``device`` (4-D float tensors optionally channels-last)."""
     if isinstance(batch, torch.Tensor):
         if batch.device != device:
@@ -156,7 +183,9 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(b, device, channels_last) for b in batch)
     if isinstance(batch, dict):
-        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+        return {
+            k: to_device(v, device, channels_last) for k, v in batch.items()
+        }
     return batch
 
 
@@ -171,8 +200,14 @@ def classification_step(loss_fn: Callable = F.cross_entropy) -> StepFn:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | None = None,
-             precision: str = "fp32", loss_fn: Callable = F.cross_entropy) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device | None = None,
+    precision: str = "fp32",
+    loss_fn: Callable = F.cross_entropy,
+) -> dict[str, float]:
     """Mean loss and accuracy of a classifier over ``loader`` (read from the device once, at the end)."""
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -187,7 +222,13 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | None 
         total_loss += loss_fn(logits.float(), y, reduction="sum")
         correct += (logits.argmax(-1) == y).sum()
         count += y.shape[0]
-    totals = torch.stack([total_loss, correct.to(total_loss.dtype), torch.tensor(float(count), device=device)])
+    totals = torch.stack(
+        [
+            total_loss,
+            correct.to(total_loss.dtype),
+            torch.tensor(float(count), device=device),
+        ]
+    )
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(totals)
     model.train(was_training)
@@ -209,17 +250,33 @@ def _progress_enabled(progress: bool | None) -> bool:
 
 
 # --------------------------------------------------------------------------- the loop
-def fit(model: nn.Module, train_loader: Iterable, *, optimizer: torch.optim.Optimizer, epochs: int,
-        loss_fn: Callable | None = None, step_fn: StepFn | None = None,
-        val_loader: Iterable | None = None, eval_fn: EvalFn | None = None,
-        scheduler: Any = None, scheduler_interval: str = "step",
-        clip_grad_norm: float | None = None, ema: EMA | None = None,
-        early_stopping: EarlyStopping | None = None,
-        checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
-        device: torch.device | str | None = None, precision: str = "auto",
-        channels_last: bool | str = "auto", compile: bool = False,
-        progress: bool | None = None, desc: str = "train", log_every: int = 50,
-        on_epoch_end: Callable[[int, dict], None] | None = None, verbose: bool = True) -> History:
+def fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    *,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    loss_fn: Callable | None = None,
+    step_fn: StepFn | None = None,
+    val_loader: Iterable | None = None,
+    eval_fn: EvalFn | None = None,
+    scheduler: Any = None,
+    scheduler_interval: str = "step",
+    clip_grad_norm: float | None = None,
+    ema: EMA | None = None,
+    early_stopping: EarlyStopping | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: bool = False,
+    device: torch.device | str | None = None,
+    precision: str = "auto",
+    channels_last: bool | str = "auto",
+    compile: bool = False,
+    progress: bool | None = None,
+    desc: str = "train",
+    log_every: int = 50,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    verbose: bool = True,
+) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_loader`` and return its :class:`History`.
 
     ``step_fn(model, batch)`` returns the loss (or ``(loss, {name: tensor})``); by default it is
@@ -229,7 +286,9 @@ def fit(model: nn.Module, train_loader: Iterable, *, optimizer: torch.optim.Opti
     if epochs < 0 or int(epochs) != epochs:
         raise ValueError(f"epochs={epochs} must be a non-negative integer")
     if scheduler_interval not in ("step", "epoch"):
-        raise ValueError(f"scheduler_interval={scheduler_interval!r} must be 'step' or 'epoch'")
+        raise ValueError(
+            f"scheduler_interval={scheduler_interval!r} must be 'step' or 'epoch'"
+        )
     if clip_grad_norm is not None and clip_grad_norm <= 0:
         raise ValueError(f"clip_grad_norm={clip_grad_norm} must be positive")
     if step_fn is not None and loss_fn is not None:
@@ -239,7 +298,9 @@ def fit(model: nn.Module, train_loader: Iterable, *, optimizer: torch.optim.Opti
     model.to(device)
     prec = resolve_precision(precision, device, model)
     if channels_last == "auto":
-        channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        channels_last = device.type == "cuda" and any(
+            isinstance(m, nn.Conv2d) for m in model.modules()
+        )
     if channels_last:
         model.to(memory_format=torch.channels_last)
     step_fn = step_fn or classification_step(loss_fn or F.cross_entropy)
@@ -247,14 +308,20 @@ def fit(model: nn.Module, train_loader: Iterable, *, optimizer: torch.optim.Opti
     distributed = dist.is_available() and dist.is_initialized()
     net: nn.Module = model
     if distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if compile:
         net = torch.compile(net)
     is_main = not distributed or dist.get_rank() == 0
 
     history = History()
     start_epoch = 0
-    if checkpoint_path is not None and resume and os.path.exists(checkpoint_path):
+    if (
+        checkpoint_path is not None
+        and resume
+        and os.path.exists(checkpoint_path)
+    ):
         state = load_checkpoint(checkpoint_path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -271,7 +338,11 @@ def fit(model: nn.Module, train_loader: Iterable, *, optimizer: torch.optim.Opti
     if _progress_enabled(progress) and is_main and epochs > start_epoch:
         from tqdm.auto import tqdm
 
-        total = steps_per_epoch * (epochs - start_epoch) if steps_per_epoch else None
+        total = (
+            steps_per_epoch * (epochs - start_epoch)
+            if steps_per_epoch
+            else None
+        )
         bar = tqdm(total=total, desc=desc, leave=False)
 
     t_fit = time.perf_counter()
@@ -290,11 +361,15 @@ def fit(model: nn.Module, train_loader: Iterable, *, optimizer: torch.optim.Opti
             batch = to_device(batch, device, channels_last)
             with autocast(device, prec):
                 out = step_fn(net, batch)
-            loss, extra = (out if isinstance(out, tuple) else (out, {}))
+            loss, extra = out if isinstance(out, tuple) else (out, {})
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip_grad_norm is not None:
-                norms.append(torch.nn.utils.clip_grad_norm_(net.parameters(), clip_grad_norm))
+                norms.append(
+                    torch.nn.utils.clip_grad_norm_(
+                        net.parameters(), clip_grad_norm
+                    )
+                )
             optimizer.step()
             lrs.append(optimizer.param_groups[0]["lr"])
             if scheduler is not None and scheduler_interval == "step":
@@ -303,26 +378,41 @@ def fit(model: nn.Module, train_loader: Iterable, *, optimizer: torch.optim.Opti
                 ema.update(model)
             losses.append(loss.detach().float())
             for k, v in extra.items():
-                extras.setdefault(k, []).append(torch.as_tensor(v).detach().float())
+                extras.setdefault(k, []).append(
+                    torch.as_tensor(v).detach().float()
+                )
             if bar is not None:
                 bar.update(1)
                 if (i + 1) % log_every == 0:
-                    bar.set_postfix(epoch=epoch, loss=f"{losses[-1].item():.4f}")
+                    bar.set_postfix(
+                        epoch=epoch, loss=f"{losses[-1].item():.4f}"
+                    )
         if scheduler is not None and scheduler_interval == "epoch":
             scheduler.step()
 
         # one synchronisation per epoch: read everything the steps left on the device
-        step_losses = torch.stack(losses) if losses else torch.zeros(0, device=device)
-        mean_loss = step_losses.mean() if losses else torch.tensor(float("nan"), device=device)
+        step_losses = (
+            torch.stack(losses) if losses else torch.zeros(0, device=device)
+        )
+        mean_loss = (
+            step_losses.mean()
+            if losses
+            else torch.tensor(float("nan"), device=device)
+        )
         if distributed:
-            dist.all_reduce(mean_loss)  # SUM works on every backend (gloo has no AVG)
+            dist.all_reduce(
+                mean_loss
+            )  # SUM works on every backend (gloo has no AVG)
             mean_loss /= dist.get_world_size()
         history.log_steps(loss=step_losses.tolist(), lr=lrs)
         if norms:
             history.log_steps(grad_norm=torch.stack(norms).tolist())
         for k, v in extras.items():
             history.log_steps(**{k: torch.stack(v).tolist()})
-        logs: dict[str, float] = {"train_loss": float(mean_loss), "lr": lrs[-1] if lrs else float("nan")}
+        logs: dict[str, float] = {
+            "train_loss": float(mean_loss),
+            "lr": lrs[-1] if lrs else float("nan"),
+        }
         for k, v in extras.items():
             logs[f"train_{k}"] = float(torch.stack(v).mean())
 
@@ -335,27 +425,47 @@ def fit(model: nn.Module, train_loader: Iterable, *, optimizer: torch.optim.Opti
                     results = eval_fn(eval_model, val_loader)
                 eval_model.train(was)
             else:
-                results = evaluate(eval_model, val_loader, device=device, precision=prec,
-                                   loss_fn=loss_fn or F.cross_entropy)
+                results = evaluate(
+                    eval_model,
+                    val_loader,
+                    device=device,
+                    precision=prec,
+                    loss_fn=loss_fn or F.cross_entropy,
+                )
             logs.update({f"val_{k}": float(v) for k, v in results.items()})
         logs["epoch_time"] = time.perf_counter() - t0
         history.log_epoch(**logs)
         if bar is not None:
-            bar.set_postfix(epoch=epoch, **{k: f"{v:.4f}" for k, v in logs.items() if k.startswith(("train_", "val_"))})
+            bar.set_postfix(
+                epoch=epoch,
+                **{
+                    k: f"{v:.4f}"
+                    for k, v in logs.items()
+                    if k.startswith(("train_", "val_"))
+                },
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs)
         if checkpoint_path is not None and is_main:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "history": history.state_dict(), "epoch": epoch}
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "history": history.state_dict(),
+                "epoch": epoch,
+            }
             if scheduler is not None:
                 state["scheduler"] = scheduler.state_dict()
             save_checkpoint(checkpoint_path, state)
         if not math.isfinite(logs["train_loss"]):
             stopped_early = True
             if verbose and is_main:
-                print(f"[{desc}] stopped at epoch {epoch}: the training loss is {logs['train_loss']} (diverged)")
+                print(
+                    f"[{desc}] stopped at epoch {epoch}: the training loss is {logs['train_loss']} (diverged)"
+                )
             break
-        if early_stopping is not None and early_stopping.update(epoch, logs, model):
+        if early_stopping is not None and early_stopping.update(
+            epoch, logs, model
+        ):
             stopped_early = True
             break
     if bar is not None:
@@ -365,8 +475,13 @@ def fit(model: nn.Module, train_loader: Iterable, *, optimizer: torch.optim.Opti
     seconds = time.perf_counter() - t_fit
     history.seconds = seconds  # type: ignore[attr-defined]
     if verbose and is_main and history.epochs_run:
-        summary = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.epoch.items()
-                            if k.startswith(("train_", "val_")))
+        summary = ", ".join(
+            f"{k} {v[-1]:.4g}"
+            for k, v in history.epoch.items()
+            if k.startswith(("train_", "val_"))
+        )
         how = " (stopped early)" if stopped_early else ""
-        print(f"[{desc}] {epoch + 1 - start_epoch} epochs in {seconds:.1f} s{how} on {device.type}/{prec}: {summary}")
+        print(
+            f"[{desc}] {epoch + 1 - start_epoch} epochs in {seconds:.1f} s{how} on {device.type}/{prec}: {summary}"
+        )
     return history

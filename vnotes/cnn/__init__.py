@@ -29,36 +29,144 @@ file               family                                      paper
 ``zoo``            all families side by side, miniatures, Pareto front
 =================  ==========================================  ===============================
 """
+
 from .cam import class_activation_map, grad_cam
 from .common import ConvBNAct, SqueezeExcite, count_parameters, make_divisible
 from .conv import conv2d_unfold, receptive_field
-from .darknet import DarkNet, cspdarknet53, cspdarknet_mini, darknet53, darknet_mini
+from .darknet import (
+    DarkNet,
+    cspdarknet53,
+    cspdarknet_mini,
+    darknet53,
+    darknet_mini,
+)
 from .deformable import DeformConv2d, deformable_mini
-from .efficientnet import EfficientNet, compound_scaling, efficientnet_b0, efficientnet_mini
+from .efficientnet import (
+    EfficientNet,
+    compound_scaling,
+    efficientnet_b0,
+    efficientnet_mini,
+)
 from .ghostnet import GhostModule, GhostNet, ghostnet_mini
-from .googlenet import GoogLeNet, Inception, googlenet_mini, googlenet_torchvision
+from .googlenet import (
+    GoogLeNet,
+    Inception,
+    googlenet_mini,
+    googlenet_torchvision,
+)
 from .hrnet import HRNet, hrnet_mini, hrnet_w18
 from .lcnet import PPLCNet, pplcnet, pplcnet_mini
-from .mobilenet import (InvertedResidual, MobileNetV1, MobileNetV2, MobileNetV3, mobilenet_v1, mobilenet_v1_mini,
-                        mobilenet_v2, mobilenet_v2_mini, mobilenet_v3_large, mobilenet_v3_mini, mobilenet_v3_small)
+from .mobilenet import (
+    InvertedResidual,
+    MobileNetV1,
+    MobileNetV2,
+    MobileNetV3,
+    mobilenet_v1,
+    mobilenet_v1_mini,
+    mobilenet_v2,
+    mobilenet_v2_mini,
+    mobilenet_v3_large,
+    mobilenet_v3_mini,
+    mobilenet_v3_small,
+)
 from .nin import NiN, nin_imagenet, nin_mini
 from .profile import count_macs, measure_latency
-from .resnet import (BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50, resnet101, resnet152,
-                     resnet_mini)
-from .shufflenet import (ShuffleNetV1, ShuffleNetV2, channel_shuffle, shufflenet_v1, shufflenet_v1_mini,
-                         shufflenet_v2, shufflenet_v2_mini)
-from .squeezenet import Fire, SqueezeNet, squeezenet1_0, squeezenet1_1, squeezenet_mini
+from .resnet import (
+    BasicBlock,
+    Bottleneck,
+    ResNet,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnet_mini,
+)
+from .shufflenet import (
+    ShuffleNetV1,
+    ShuffleNetV2,
+    channel_shuffle,
+    shufflenet_v1,
+    shufflenet_v1_mini,
+    shufflenet_v2,
+    shufflenet_v2_mini,
+)
+from .squeezenet import (
+    Fire,
+    SqueezeNet,
+    squeezenet1_0,
+    squeezenet1_1,
+    squeezenet_mini,
+)
 
 __all__ = [
-    "BasicBlock", "Bottleneck", "ConvBNAct", "DarkNet", "DeformConv2d", "EfficientNet", "Fire", "GhostModule",
-    "GhostNet", "GoogLeNet", "HRNet", "Inception", "InvertedResidual", "MobileNetV1", "MobileNetV2", "MobileNetV3",
-    "NiN", "PPLCNet", "ResNet", "ShuffleNetV1", "ShuffleNetV2", "SqueezeExcite", "SqueezeNet", "channel_shuffle",
-    "class_activation_map", "compound_scaling", "conv2d_unfold", "count_macs", "count_parameters", "cspdarknet53",
-    "cspdarknet_mini", "darknet53", "darknet_mini", "deformable_mini", "efficientnet_b0",
-    "efficientnet_mini", "ghostnet_mini", "googlenet_mini", "googlenet_torchvision",
-    "grad_cam", "hrnet_mini", "hrnet_w18", "make_divisible", "measure_latency", "mobilenet_v1", "mobilenet_v1_mini",
-    "mobilenet_v2", "mobilenet_v2_mini", "mobilenet_v3_large", "mobilenet_v3_mini", "mobilenet_v3_small",
-    "nin_imagenet", "nin_mini", "pplcnet", "pplcnet_mini", "receptive_field", "resnet101", "resnet152", "resnet18",
-    "resnet34", "resnet50", "resnet_mini", "shufflenet_v1", "shufflenet_v1_mini", "shufflenet_v2",
-    "shufflenet_v2_mini", "squeezenet1_0", "squeezenet1_1", "squeezenet_mini",
+    "BasicBlock",
+    "Bottleneck",
+    "ConvBNAct",
+    "DarkNet",
+    "DeformConv2d",
+    "EfficientNet",
+    "Fire",
+    "GhostModule",
+    "GhostNet",
+    "GoogLeNet",
+    "HRNet",
+    "Inception",
+    "InvertedResidual",
+    "MobileNetV1",
+    "MobileNetV2",
+    "MobileNetV3",
+    "NiN",
+    "PPLCNet",
+    "ResNet",
+    "ShuffleNetV1",
+    "ShuffleNetV2",
+    "SqueezeExcite",
+    "SqueezeNet",
+    "channel_shuffle",
+    "class_activation_map",
+    "compound_scaling",
+    "conv2d_unfold",
+    "count_macs",
+    "count_parameters",
+    "cspdarknet53",
+    "cspdarknet_mini",
+    "darknet53",
+    "darknet_mini",
+    "deformable_mini",
+    "efficientnet_b0",
+    "efficientnet_mini",
+    "ghostnet_mini",
+    "googlenet_mini",
+    "googlenet_torchvision",
+    "grad_cam",
+    "hrnet_mini",
+    "hrnet_w18",
+    "make_divisible",
+    "measure_latency",
+    "mobilenet_v1",
+    "mobilenet_v1_mini",
+    "mobilenet_v2",
+    "mobilenet_v2_mini",
+    "mobilenet_v3_large",
+    "mobilenet_v3_mini",
+    "mobilenet_v3_small",
+    "nin_imagenet",
+    "nin_mini",
+    "pplcnet",
+    "pplcnet_mini",
+    "receptive_field",
+    "resnet101",
+    "resnet152",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet_mini",
+    "shufflenet_v1",
+    "shufflenet_v1_mini",
+    "shufflenet_v2",
+    "shufflenet_v2_mini",
+    "squeezenet1_0",
+    "squeezenet1_1",
+    "squeezenet_mini",
 ]

@@ -6,29 +6,36 @@ Grad-CAM generalises this to any head: the channel weights are the spatially ave
 alpha_k = mean_ij dz_c / dA_k[i, j], and the map is ReLU(sum_k alpha_k A_k). For a GAP + linear head the two
 coincide up to a positive factor (alpha_k = w_ck / (h w)), which the tests check.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM maps [B, h, w] (in [0, 1] per image) for class ``target`` (default: the predicted class) and the logits.
 
     ``model`` must follow the vnotes.cnn contract: ``features_map(x)`` then ``forward_head(fmap)``.
     """
     if not (hasattr(model, "features_map") and hasattr(model, "forward_head")):
-        raise TypeError(f"{type(model).__name__} lacks features_map/forward_head; use a vnotes.cnn network")
+        raise TypeError(
+            f"{type(model).__name__} lacks features_map/forward_head; use a vnotes.cnn network"
+        )
     was_training = model.training
     model.eval()
     with torch.enable_grad():
-        fmap = model.features_map(x).float()                  # [B, C, h, w]
+        fmap = model.features_map(x).float()  # [B, C, h, w]
         fmap.retain_grad()
-        logits = model.forward_head(fmap)                     # [B, classes]
+        logits = model.forward_head(fmap)  # [B, classes]
         target = logits.argmax(1) if target is None else target
         logits.gather(1, target[:, None]).sum().backward()
-    alpha = fmap.grad.mean((2, 3), keepdim=True)              # [B, C, 1, 1]  importance of each channel
-    cam = torch.relu((alpha * fmap).sum(1)).detach()          # [B, h, w]
+    alpha = fmap.grad.mean(
+        (2, 3), keepdim=True
+    )  # [B, C, 1, 1]  importance of each channel
+    cam = torch.relu((alpha * fmap).sum(1)).detach()  # [B, h, w]
     cam = cam / cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
     model.train(was_training)
     model.zero_grad(set_to_none=True)
@@ -36,7 +43,9 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = No
 
 
 @torch.no_grad()
-def class_activation_map(fmap: torch.Tensor, fc: nn.Linear, target: torch.Tensor) -> torch.Tensor:
+def class_activation_map(
+    fmap: torch.Tensor, fc: nn.Linear, target: torch.Tensor
+) -> torch.Tensor:
     """CAM (Zhou et al., 2016): M_c = sum_k w_ck A_k for a GAP + linear head; [B, h, w], not normalised."""
-    w = fc.weight[target]                                     # [B, C]
+    w = fc.weight[target]  # [B, C]
     return torch.einsum("bc,bchw->bhw", w, fmap)

@@ -4,6 +4,7 @@ Small pieces that several papers use in the same form: convolution + batch norm 
 squeeze-and-excitation, hard activations, the "make divisible by 8" rounding of channel
 counts, and counting parameters. Each family file imports these instead of re-writing them.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -16,10 +17,18 @@ Activation = Callable[[], nn.Module]
 ACTIVATIONS: dict[str, Activation] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "relu6": lambda: nn.ReLU6(inplace=True),
-    "leaky": lambda: nn.LeakyReLU(0.1, inplace=True),   # DarkNet's slope (Redmon & Farhadi, 2018)
-    "hswish": lambda: nn.Hardswish(inplace=True),       # x * ReLU6(x + 3) / 6 (Howard et al., 2019)
-    "swish": lambda: nn.SiLU(inplace=True),             # x * sigmoid(x) (Ramachandran et al., 2017)
-    "mish": lambda: nn.Mish(inplace=True),              # x * tanh(softplus(x)) (Misra, 2019), CSPDarkNet
+    "leaky": lambda: nn.LeakyReLU(
+        0.1, inplace=True
+    ),  # DarkNet's slope (Redmon & Farhadi, 2018)
+    "hswish": lambda: nn.Hardswish(
+        inplace=True
+    ),  # x * ReLU6(x + 3) / 6 (Howard et al., 2019)
+    "swish": lambda: nn.SiLU(
+        inplace=True
+    ),  # x * sigmoid(x) (Ramachandran et al., 2017)
+    "mish": lambda: nn.Mish(
+        inplace=True
+    ),  # x * tanh(softplus(x)) (Misra, 2019), CSPDarkNet
     "none": lambda: nn.Identity(),
 }
 
@@ -27,11 +36,15 @@ ACTIVATIONS: dict[str, Activation] = {
 def make_activation(name: str) -> nn.Module:
     """Return a fresh activation module by name (one of :data:`ACTIVATIONS`)."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is unknown; choose one of {sorted(ACTIVATIONS)}")
+        raise ValueError(
+            f"activation={name!r} is unknown; choose one of {sorted(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[name]()
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+def make_divisible(
+    value: float, divisor: int = 8, min_value: int | None = None
+) -> int:
     """Round a channel count to the nearest multiple of ``divisor``, never dropping below 90% of it.
 
     The rounding used by MobileNet v2/v3, EfficientNet, GhostNet and PP-LCNet when a width multiplier scales
@@ -41,7 +54,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
         raise ValueError(f"divisor={divisor} must be a positive integer")
     min_value = divisor if min_value is None else min_value
     rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:       # rounding down must not remove more than 10%
+    if rounded < 0.9 * value:  # rounding down must not remove more than 10%
         rounded += divisor
     return rounded
 
@@ -49,13 +62,35 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 class ConvBNAct(nn.Sequential):
     """Convolution (no bias) -> BatchNorm -> activation, with 'same' padding for odd kernels."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 groups: int = 1, activation: str = "relu", dilation: int = 1, bn: bool = True, eps: float = 1e-5):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        activation: str = "relu",
+        dilation: int = 1,
+        bn: bool = True,
+        eps: float = 1e-5,
+    ):
         if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size={kernel_size} must be odd for 'same' padding")
+            raise ValueError(
+                f"kernel_size={kernel_size} must be odd for 'same' padding"
+            )
         padding = (kernel_size - 1) // 2 * dilation
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
-                                             dilation=dilation, groups=groups, bias=not bn)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation=dilation,
+                groups=groups,
+                bias=not bn,
+            )
+        ]
         if bn:
             layers.append(nn.BatchNorm2d(out_channels, eps=eps))
         if activation != "none":
@@ -70,7 +105,13 @@ class SqueezeExcite(nn.Module):
     s = gate(W_2 act(W_1 GAP(x)))  and  y = x * s, with W_1: C -> C_squeeze, W_2: C_squeeze -> C.
     """
 
-    def __init__(self, channels: int, squeeze_channels: int, activation: str = "relu", gate: str = "sigmoid"):
+    def __init__(
+        self,
+        channels: int,
+        squeeze_channels: int,
+        activation: str = "relu",
+        gate: str = "sigmoid",
+    ):
         super().__init__()
         if gate not in ("sigmoid", "hsigmoid"):
             raise ValueError(f"gate={gate!r} must be 'sigmoid' or 'hsigmoid'")
@@ -80,14 +121,18 @@ class SqueezeExcite(nn.Module):
         self.gate = nn.Sigmoid() if gate == "sigmoid" else nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)                 # [B, C, 1, 1]  squeeze
-        s = self.gate(self.fc2(self.act(self.fc1(s))))   # [B, C, 1, 1]  excite
+        s = x.mean((2, 3), keepdim=True)  # [B, C, 1, 1]  squeeze
+        s = self.gate(self.fc2(self.act(self.fc1(s))))  # [B, C, 1, 1]  excite
         return x * s
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters of ``model`` (all, or only those that require gradients)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    return sum(
+        p.numel()
+        for p in model.parameters()
+        if p.requires_grad or not trainable_only
+    )
 
 
 class ClassifierMixin:
@@ -100,18 +145,26 @@ class ClassifierMixin:
 
     num_features: int
 
-    def features_map(self, x: torch.Tensor) -> torch.Tensor:   # pragma: no cover - overridden
+    def features_map(
+        self, x: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def forward_head(self, fmap: torch.Tensor) -> torch.Tensor:   # pragma: no cover - overridden
+    def forward_head(
+        self, fmap: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def forward_features(self, x: torch.Tensor, pool: bool = True) -> torch.Tensor:
-        fmap = self.features_map(x)                      # [B, C, h, w]
-        return fmap.mean((2, 3)) if pool else fmap       # global average pooling (Lin et al., 2014)
+    def forward_features(
+        self, x: torch.Tensor, pool: bool = True
+    ) -> torch.Tensor:
+        fmap = self.features_map(x)  # [B, C, h, w]
+        return (
+            fmap.mean((2, 3)) if pool else fmap
+        )  # global average pooling (Lin et al., 2014)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.features_map(x))   # [B, num_classes]
+        return self.forward_head(self.features_map(x))  # [B, num_classes]
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -121,5 +174,7 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """
     if not training or p == 0.0:
         return x
-    keep = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(1.0 - p)   # [B, 1, 1, 1]
+    keep = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(
+        1.0 - p
+    )  # [B, 1, 1, 1]
     return x * keep / (1.0 - p)

@@ -4,6 +4,7 @@ Multiply-adds (MACs) are what papers of this era call "FLOPs" (MobileNet, Shuffl
 one multiplication plus one addition per weight use. Counted here for convolutions and linear layers,
 the layers that dominate; batch norm, activations and pooling are left out, as the papers do.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,11 +19,15 @@ def conv_macs(module: nn.Conv2d, output: torch.Tensor) -> int:
     """MACs of one convolution: H_out W_out C_out (C_in / groups) k_h k_w per image."""
     k_h, k_w = module.kernel_size
     per_output = (module.in_channels // module.groups) * k_h * k_w
-    return int(output.shape[1] * output.shape[2] * output.shape[3] * per_output)
+    return int(
+        output.shape[1] * output.shape[2] * output.shape[3] * per_output
+    )
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> int:
+def count_macs(
+    model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)
+) -> int:
     """Multiply-adds of one forward pass on one image of ``input_size`` (convolutions and linear layers).
 
     Counted by forward hooks on every ``nn.Conv2d`` and ``nn.Linear`` that runs, so shared or skipped
@@ -64,8 +69,14 @@ def latency_clock() -> str:
 
 
 @torch.no_grad()
-def measure_latency(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224), batch_size: int = 1,
-                    repeats: int = 5, warmup: int = 1, clock: str = "auto") -> float:
+def measure_latency(
+    model: nn.Module,
+    input_size: tuple[int, ...] = (3, 224, 224),
+    batch_size: int = 1,
+    repeats: int = 5,
+    warmup: int = 1,
+    clock: str = "auto",
+) -> float:
     """Seconds per image of ``model`` in eval mode on the CPU: the fastest of ``repeats`` timed runs.
 
     ``clock``: ``"wall"`` (``time.perf_counter``), ``"process"`` (``time.process_time``) or ``"auto"``
@@ -75,7 +86,9 @@ def measure_latency(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224
         raise ValueError(f"repeats={repeats} must be at least 1")
     clock = latency_clock() if clock == "auto" else clock
     if clock not in ("wall", "process"):
-        raise ValueError(f"clock={clock!r} must be 'wall', 'process' or 'auto'")
+        raise ValueError(
+            f"clock={clock!r} must be 'wall', 'process' or 'auto'"
+        )
     now = time.perf_counter if clock == "wall" else time.process_time
     was_training = model.training
     model.eval()
@@ -91,10 +104,19 @@ def measure_latency(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224
     return min(times) / batch_size
 
 
-def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224), latency: bool = True,
-            repeats: int = 5) -> dict[str, float]:
+def profile(
+    model: nn.Module,
+    input_size: tuple[int, ...] = (3, 224, 224),
+    latency: bool = True,
+    repeats: int = 5,
+) -> dict[str, float]:
     """Parameters, MACs and (optionally) CPU latency of ``model`` on one ``input_size`` image."""
-    out = {"params": count_parameters(model), "macs": count_macs(model, input_size)}
+    out = {
+        "params": count_parameters(model),
+        "macs": count_macs(model, input_size),
+    }
     if latency:
-        out["latency_ms"] = 1000 * measure_latency(model, input_size, repeats=repeats)
+        out["latency_ms"] = 1000 * measure_latency(
+            model, input_size, repeats=repeats
+        )
     return out

@@ -9,6 +9,7 @@ Two tables, written once as data:
   ``precision`` is the one measured faster on this CPU: bf16 autocast speeds up dense convolutions about
   1.5-2x but *slows down* depthwise and grouped ones, so families built on them train in fp32.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,10 +19,24 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import darknet, deformable, hrnet, lcnet, mobilenet, nin, resnet, shufflenet, squeezenet
+from . import (
+    darknet,
+    deformable,
+    hrnet,
+    lcnet,
+    mobilenet,
+    nin,
+    resnet,
+    shufflenet,
+    squeezenet,
+)
 from .efficientnet import efficientnet_b0, efficientnet_b1, efficientnet_mini
 from .ghostnet import ghostnet as ghostnet_builder, ghostnet_mini
-from .googlenet import googlenet as googlenet_builder, googlenet_mini, googlenet_torchvision
+from .googlenet import (
+    googlenet as googlenet_builder,
+    googlenet_mini,
+    googlenet_torchvision,
+)
 from .common import count_parameters
 from .profile import count_macs, measure_latency
 
@@ -29,14 +44,21 @@ from .profile import count_macs, measure_latency
 @dataclass(frozen=True)
 class ImageNetModel:
     """A named ImageNet builder, its reference, and what its paper published."""
+
     name: str
     family: str
     builder: Callable[..., nn.Module]
     resolution: int
-    cite: str                          # bib key
-    torchvision: str | None = None     # torchvision builder with the same layout (parameter counts must be equal)
-    paper_params: float | None = None  # as printed (often rounded to 2 significant digits)
-    paper_macs: float | None = None    # multiply-adds as printed ("FLOPs" in most of these papers)
+    cite: str  # bib key
+    torchvision: str | None = (
+        None  # torchvision builder with the same layout (parameter counts must be equal)
+    )
+    paper_params: float | None = (
+        None  # as printed (often rounded to 2 significant digits)
+    )
+    paper_macs: float | None = (
+        None  # multiply-adds as printed ("FLOPs" in most of these papers)
+    )
     note: str = ""
 
     def torchvision_twin(self) -> nn.Module | None:
@@ -45,59 +67,265 @@ class ImageNetModel:
             return None
         import torchvision
 
-        kwargs = {"aux_logits": False, "init_weights": False} if self.torchvision == "googlenet" else {}
-        return getattr(torchvision.models, self.torchvision)(weights=None, **kwargs)
+        kwargs = (
+            {"aux_logits": False, "init_weights": False}
+            if self.torchvision == "googlenet"
+            else {}
+        )
+        return getattr(torchvision.models, self.torchvision)(
+            weights=None, **kwargs
+        )
 
 
 IMAGENET_MODELS: list[ImageNetModel] = [
-    ImageNetModel("nin", "NiN", nin.nin_imagenet, 224, "lin2014nin", None, None, None,
-                  "the paper gives no ImageNet count"),
-    ImageNetModel("googlenet", "GoogLeNet", googlenet_builder, 224, "szegedy2015going", None, 6.8e6, 1.5e9,
-                  "paper layout (5x5, no BN)"),
-    ImageNetModel("googlenet_torchvision", "GoogLeNet", googlenet_torchvision, 224, "szegedy2015going",
-                  "googlenet", None, None, "torchvision layout (BN, 3x3 for 5x5)"),
-    ImageNetModel("resnet18", "ResNet", resnet.resnet18, 224, "he2016", "resnet18", 11.7e6, 1.8e9),
-    ImageNetModel("resnet34", "ResNet", resnet.resnet34, 224, "he2016", "resnet34", 21.8e6, 3.6e9),
-    ImageNetModel("resnet50", "ResNet", resnet.resnet50, 224, "he2016", "resnet50", 25.6e6, 3.8e9),
-    ImageNetModel("resnet101", "ResNet", resnet.resnet101, 224, "he2016", "resnet101", 44.5e6, 7.6e9),
-    ImageNetModel("resnet152", "ResNet", resnet.resnet152, 224, "he2016", "resnet152", 60.2e6, 11.3e9),
-    ImageNetModel("squeezenet1_0", "SqueezeNet", squeezenet.squeezenet1_0, 224, "iandola2016squeezenet",
-                  "squeezenet1_0", 1_248_424, None),
-    ImageNetModel("squeezenet1_1", "SqueezeNet", squeezenet.squeezenet1_1, 224, "iandola2016squeezenet",
-                  "squeezenet1_1", None, None, "v1.1 from the authors' repository"),
-    ImageNetModel("darknet53", "DarkNet", darknet.darknet53, 256, "redmon2018yolov3", None, None, 18.7e9 / 2,
-                  "Table 2: 18.7 B FLOPs at 256x256 = 9.35 B multiply-adds"),
-    ImageNetModel("cspdarknet53", "CSPNet", darknet.cspdarknet53, 256, "wang2020cspnet", None, 27.6e6, None,
-                  "parameters as published with YOLOv4"),
-    ImageNetModel("mobilenet_v1", "MobileNet v1", mobilenet.mobilenet_v1, 224, "howard2017mobilenets", None,
-                  4.2e6, 569e6),
-    ImageNetModel("mobilenet_v2", "MobileNet v2", mobilenet.mobilenet_v2, 224, "sandler2018mobilenetv2",
-                  "mobilenet_v2", 3.4e6, 300e6),
-    ImageNetModel("mobilenet_v3_large", "MobileNet v3", mobilenet.mobilenet_v3_large, 224, "howard2019searching",
-                  "mobilenet_v3_large", 5.4e6, 219e6),
-    ImageNetModel("mobilenet_v3_small", "MobileNet v3", mobilenet.mobilenet_v3_small, 224, "howard2019searching",
-                  "mobilenet_v3_small", 2.5e6, 56e6),
-    ImageNetModel("shufflenet_v1_g3", "ShuffleNet v1", shufflenet.shufflenet_v1, 224, "zhang2018shufflenet", None,
-                  None, 140e6, "the paper gives complexity only"),
-    ImageNetModel("shufflenet_v2_x1_0", "ShuffleNet v2", shufflenet.shufflenet_v2, 224, "ma2018shufflenetv2",
-                  "shufflenet_v2_x1_0", 2.3e6, 146e6),
-    ImageNetModel("ghostnet", "GhostNet", ghostnet_builder, 224, "han2020ghostnet", None, 5.2e6, 141e6),
-    ImageNetModel("efficientnet_b0", "EfficientNet", efficientnet_b0, 224, "tan2019efficientnet",
-                  "efficientnet_b0", 5.3e6, 0.39e9),
-    ImageNetModel("efficientnet_b1", "EfficientNet", efficientnet_b1, 240, "tan2019efficientnet",
-                  "efficientnet_b1", 7.8e6, 0.70e9),
-    ImageNetModel("pplcnet_x1_0", "PP-LCNet", lcnet.pplcnet, 224, "cui2021pplcnet", None, 3.0e6, 161e6),
-    ImageNetModel("hrnet_w18", "HRNet", hrnet.hrnet_w18, 224, "wang2020hrnet", None, 21.3e6, 3.99e9),
+    ImageNetModel(
+        "nin",
+        "NiN",
+        nin.nin_imagenet,
+        224,
+        "lin2014nin",
+        None,
+        None,
+        None,
+        "the paper gives no ImageNet count",
+    ),
+    ImageNetModel(
+        "googlenet",
+        "GoogLeNet",
+        googlenet_builder,
+        224,
+        "szegedy2015going",
+        None,
+        6.8e6,
+        1.5e9,
+        "paper layout (5x5, no BN)",
+    ),
+    ImageNetModel(
+        "googlenet_torchvision",
+        "GoogLeNet",
+        googlenet_torchvision,
+        224,
+        "szegedy2015going",
+        "googlenet",
+        None,
+        None,
+        "torchvision layout (BN, 3x3 for 5x5)",
+    ),
+    ImageNetModel(
+        "resnet18",
+        "ResNet",
+        resnet.resnet18,
+        224,
+        "he2016",
+        "resnet18",
+        11.7e6,
+        1.8e9,
+    ),
+    ImageNetModel(
+        "resnet34",
+        "ResNet",
+        resnet.resnet34,
+        224,
+        "he2016",
+        "resnet34",
+        21.8e6,
+        3.6e9,
+    ),
+    ImageNetModel(
+        "resnet50",
+        "ResNet",
+        resnet.resnet50,
+        224,
+        "he2016",
+        "resnet50",
+        25.6e6,
+        3.8e9,
+    ),
+    ImageNetModel(
+        "resnet101",
+        "ResNet",
+        resnet.resnet101,
+        224,
+        "he2016",
+        "resnet101",
+        44.5e6,
+        7.6e9,
+    ),
+    ImageNetModel(
+        "resnet152",
+        "ResNet",
+        resnet.resnet152,
+        224,
+        "he2016",
+        "resnet152",
+        60.2e6,
+        11.3e9,
+    ),
+    ImageNetModel(
+        "squeezenet1_0",
+        "SqueezeNet",
+        squeezenet.squeezenet1_0,
+        224,
+        "iandola2016squeezenet",
+        "squeezenet1_0",
+        1_248_424,
+        None,
+    ),
+    ImageNetModel(
+        "squeezenet1_1",
+        "SqueezeNet",
+        squeezenet.squeezenet1_1,
+        224,
+        "iandola2016squeezenet",
+        "squeezenet1_1",
+        None,
+        None,
+        "v1.1 from the authors' repository",
+    ),
+    ImageNetModel(
+        "darknet53",
+        "DarkNet",
+        darknet.darknet53,
+        256,
+        "redmon2018yolov3",
+        None,
+        None,
+        18.7e9 / 2,
+        "Table 2: 18.7 B FLOPs at 256x256 = 9.35 B multiply-adds",
+    ),
+    ImageNetModel(
+        "cspdarknet53",
+        "CSPNet",
+        darknet.cspdarknet53,
+        256,
+        "wang2020cspnet",
+        None,
+        27.6e6,
+        None,
+        "parameters as published with YOLOv4",
+    ),
+    ImageNetModel(
+        "mobilenet_v1",
+        "MobileNet v1",
+        mobilenet.mobilenet_v1,
+        224,
+        "howard2017mobilenets",
+        None,
+        4.2e6,
+        569e6,
+    ),
+    ImageNetModel(
+        "mobilenet_v2",
+        "MobileNet v2",
+        mobilenet.mobilenet_v2,
+        224,
+        "sandler2018mobilenetv2",
+        "mobilenet_v2",
+        3.4e6,
+        300e6,
+    ),
+    ImageNetModel(
+        "mobilenet_v3_large",
+        "MobileNet v3",
+        mobilenet.mobilenet_v3_large,
+        224,
+        "howard2019searching",
+        "mobilenet_v3_large",
+        5.4e6,
+        219e6,
+    ),
+    ImageNetModel(
+        "mobilenet_v3_small",
+        "MobileNet v3",
+        mobilenet.mobilenet_v3_small,
+        224,
+        "howard2019searching",
+        "mobilenet_v3_small",
+        2.5e6,
+        56e6,
+    ),
+    ImageNetModel(
+        "shufflenet_v1_g3",
+        "ShuffleNet v1",
+        shufflenet.shufflenet_v1,
+        224,
+        "zhang2018shufflenet",
+        None,
+        None,
+        140e6,
+        "the paper gives complexity only",
+    ),
+    ImageNetModel(
+        "shufflenet_v2_x1_0",
+        "ShuffleNet v2",
+        shufflenet.shufflenet_v2,
+        224,
+        "ma2018shufflenetv2",
+        "shufflenet_v2_x1_0",
+        2.3e6,
+        146e6,
+    ),
+    ImageNetModel(
+        "ghostnet",
+        "GhostNet",
+        ghostnet_builder,
+        224,
+        "han2020ghostnet",
+        None,
+        5.2e6,
+        141e6,
+    ),
+    ImageNetModel(
+        "efficientnet_b0",
+        "EfficientNet",
+        efficientnet_b0,
+        224,
+        "tan2019efficientnet",
+        "efficientnet_b0",
+        5.3e6,
+        0.39e9,
+    ),
+    ImageNetModel(
+        "efficientnet_b1",
+        "EfficientNet",
+        efficientnet_b1,
+        240,
+        "tan2019efficientnet",
+        "efficientnet_b1",
+        7.8e6,
+        0.70e9,
+    ),
+    ImageNetModel(
+        "pplcnet_x1_0",
+        "PP-LCNet",
+        lcnet.pplcnet,
+        224,
+        "cui2021pplcnet",
+        None,
+        3.0e6,
+        161e6,
+    ),
+    ImageNetModel(
+        "hrnet_w18",
+        "HRNet",
+        hrnet.hrnet_w18,
+        224,
+        "wang2020hrnet",
+        None,
+        21.3e6,
+        3.99e9,
+    ),
 ]
 
 
 @dataclass(frozen=True)
 class Miniature:
     """A family scaled down for 32x32 inputs, and how it is trained here."""
-    family: str                        # record name: f"{family}_test_accuracy"
+
+    family: str  # record name: f"{family}_test_accuracy"
     label: str
     builder: Callable[..., nn.Module]
-    group: str                         # "classic" or "lightweight" (the notes' 轻量级网络结构)
+    group: str  # "classic" or "lightweight" (the notes' 轻量级网络结构)
     precision: str = "bf16"
     kwargs: dict = field(default_factory=dict)
 
@@ -105,20 +333,68 @@ class Miniature:
 MINIATURES: list[Miniature] = [
     Miniature("nin", "NiN", nin.nin_mini, "classic"),
     Miniature("googlenet", "GoogLeNet", googlenet_mini, "classic"),
-    Miniature("resnet", "ResNet", resnet.resnet_mini, "classic", kwargs={"blocks": (2, 2, 2)}),
-    Miniature("squeezenet", "SqueezeNet", squeezenet.squeezenet_mini, "classic"),
+    Miniature(
+        "resnet",
+        "ResNet",
+        resnet.resnet_mini,
+        "classic",
+        kwargs={"blocks": (2, 2, 2)},
+    ),
+    Miniature(
+        "squeezenet", "SqueezeNet", squeezenet.squeezenet_mini, "classic"
+    ),
     Miniature("darknet", "DarkNet", darknet.darknet_mini, "classic"),
     Miniature("cspdarknet", "CSPDarkNet", darknet.cspdarknet_mini, "classic"),
     Miniature("hrnet", "HRNet", hrnet.hrnet_mini, "classic"),
-    Miniature("mobilenet_v1", "MobileNet v1", mobilenet.mobilenet_v1_mini, "lightweight", "fp32"),
-    Miniature("mobilenet_v2", "MobileNet v2", mobilenet.mobilenet_v2_mini, "lightweight", "fp32"),
-    Miniature("mobilenet_v3", "MobileNet v3", mobilenet.mobilenet_v3_mini, "lightweight", "fp32"),
-    Miniature("shufflenet_v1", "ShuffleNet v1", shufflenet.shufflenet_v1_mini, "lightweight", "fp32"),
-    Miniature("shufflenet_v2", "ShuffleNet v2", shufflenet.shufflenet_v2_mini, "lightweight", "fp32"),
+    Miniature(
+        "mobilenet_v1",
+        "MobileNet v1",
+        mobilenet.mobilenet_v1_mini,
+        "lightweight",
+        "fp32",
+    ),
+    Miniature(
+        "mobilenet_v2",
+        "MobileNet v2",
+        mobilenet.mobilenet_v2_mini,
+        "lightweight",
+        "fp32",
+    ),
+    Miniature(
+        "mobilenet_v3",
+        "MobileNet v3",
+        mobilenet.mobilenet_v3_mini,
+        "lightweight",
+        "fp32",
+    ),
+    Miniature(
+        "shufflenet_v1",
+        "ShuffleNet v1",
+        shufflenet.shufflenet_v1_mini,
+        "lightweight",
+        "fp32",
+    ),
+    Miniature(
+        "shufflenet_v2",
+        "ShuffleNet v2",
+        shufflenet.shufflenet_v2_mini,
+        "lightweight",
+        "fp32",
+    ),
     Miniature("ghostnet", "GhostNet", ghostnet_mini, "lightweight", "fp32"),
-    Miniature("efficientnet", "EfficientNet", efficientnet_mini, "lightweight", "fp32"),
-    Miniature("pplcnet", "PP-LCNet", lcnet.pplcnet_mini, "lightweight", "fp32"),
-    Miniature("deformable", "Deformable", deformable.deformable_mini, "layer", "fp32"),
+    Miniature(
+        "efficientnet",
+        "EfficientNet",
+        efficientnet_mini,
+        "lightweight",
+        "fp32",
+    ),
+    Miniature(
+        "pplcnet", "PP-LCNet", lcnet.pplcnet_mini, "lightweight", "fp32"
+    ),
+    Miniature(
+        "deformable", "Deformable", deformable.deformable_mini, "layer", "fp32"
+    ),
 ]
 
 
@@ -127,23 +403,41 @@ def miniature(family: str) -> Miniature:
     for m in MINIATURES:
         if m.family == family:
             return m
-    raise ValueError(f"family={family!r} is unknown; choose one of {[m.family for m in MINIATURES]}")
+    raise ValueError(
+        f"family={family!r} is unknown; choose one of {[m.family for m in MINIATURES]}"
+    )
 
 
-def imagenet_table(names: list[str] | None = None, latency: bool = True, repeats: int = 3) -> list[dict]:
+def imagenet_table(
+    names: list[str] | None = None, latency: bool = True, repeats: int = 3
+) -> list[dict]:
     """Build each ImageNet model and measure it: parameters, multiply-adds (counted), CPU latency, paper numbers."""
     rows = []
-    chosen = IMAGENET_MODELS if names is None else [m for m in IMAGENET_MODELS if m.name in names]
+    chosen = (
+        IMAGENET_MODELS
+        if names is None
+        else [m for m in IMAGENET_MODELS if m.name in names]
+    )
     for spec in chosen:
         model = spec.builder().eval()
         size = (3, spec.resolution, spec.resolution)
         params, macs = count_parameters(model), count_macs(model, size)
-        row = {"model": spec.name, "input": spec.resolution, "params (M)": params / 1e6,
-               "paper params (M)": None if spec.paper_params is None else spec.paper_params / 1e6,
-               "MACs (G)": macs / 1e9,
-               "paper MACs (G)": None if spec.paper_macs is None else spec.paper_macs / 1e9}
+        row = {
+            "model": spec.name,
+            "input": spec.resolution,
+            "params (M)": params / 1e6,
+            "paper params (M)": None
+            if spec.paper_params is None
+            else spec.paper_params / 1e6,
+            "MACs (G)": macs / 1e9,
+            "paper MACs (G)": None
+            if spec.paper_macs is None
+            else spec.paper_macs / 1e9,
+        }
         if latency:
-            row["CPU latency (ms)"] = 1000 * measure_latency(model, size, repeats=repeats)
+            row["CPU latency (ms)"] = 1000 * measure_latency(
+                model, size, repeats=repeats
+            )
         row["_params"], row["_macs"] = params, macs
         rows.append(row)
         del model
@@ -153,19 +447,36 @@ def imagenet_table(names: list[str] | None = None, latency: bool = True, repeats
 def pareto_front(costs: list[float], scores: list[float]) -> list[int]:
     """Indices of the points no other point beats: lower (or equal) cost *and* higher (or equal) score, one strictly."""
     if len(costs) != len(scores):
-        raise ValueError(f"costs ({len(costs)}) and scores ({len(scores)}) differ in length")
+        raise ValueError(
+            f"costs ({len(costs)}) and scores ({len(scores)}) differ in length"
+        )
     front = []
     for i, (c, s) in enumerate(zip(costs, scores)):
-        dominated = any((c2 <= c and s2 >= s) and (c2 < c or s2 > s) for c2, s2 in zip(costs, scores))
+        dominated = any(
+            (c2 <= c and s2 >= s) and (c2 < c or s2 > s)
+            for c2, s2 in zip(costs, scores)
+        )
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: costs[i])
 
 
-def train_miniature(spec: Miniature, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                    test: tuple[torch.Tensor, torch.Tensor], *, epochs: int, batch_size: int = 64, lr: float = 1e-2,
-                    weight_decay: float = 5e-4, seed: int = 0, device: torch.device | str = "cpu",
-                    precision: str | None = None, latency_repeats: int = 5, **builder_kwargs) -> dict:
+def train_miniature(
+    spec: Miniature,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 1e-2,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    precision: str | None = None,
+    latency_repeats: int = 5,
+    **builder_kwargs,
+) -> dict:
     """Train one miniature with :func:`vnotes.fit` (AdamW, one-cycle schedule) and measure it on the test split.
 
     Returns the model, its history, test accuracy, parameters, multiply-adds at 32x32, CPU latency per image
@@ -178,31 +489,68 @@ def train_miniature(spec: Miniature, train: tuple[torch.Tensor, torch.Tensor], v
     seed_everything(seed)
     num_classes = int(train[1].max()) + 1
     in_channels = train[0].shape[1]
-    model = spec.builder(num_classes=num_classes, in_channels=in_channels, **{**spec.kwargs, **builder_kwargs})
-    loader = TensorLoader(*train, batch_size=batch_size, shuffle=True, seed=seed, drop_last=True)
+    model = spec.builder(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        **{**spec.kwargs, **builder_kwargs},
+    )
+    loader = TensorLoader(
+        *train, batch_size=batch_size, shuffle=True, seed=seed, drop_last=True
+    )
     val_loader = TensorLoader(*val, batch_size=512)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr, weight_decay=weight_decay
+    )
     total_steps = epochs * len(loader)
-    if total_steps >= 8:       # warm up for a quarter of the steps, then anneal (Smith & Topin's one-cycle)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps, pct_start=0.25)
-    else:                      # a handful of steps (smoke runs): constant learning rate
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if (
+        total_steps >= 8
+    ):  # warm up for a quarter of the steps, then anneal (Smith & Topin's one-cycle)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, lr, total_steps=total_steps, pct_start=0.25
+        )
+    else:  # a handful of steps (smoke runs): constant learning rate
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 1.0
+        )
     precision = precision or spec.precision
     if torch.device(device).type != "cpu":
-        precision = "auto"           # the CPU measurement does not carry over to a GPU
+        precision = "auto"  # the CPU measurement does not carry over to a GPU
     t0 = time.perf_counter()
     # channels-last memory measured 1.1-1.7x faster here for these small networks, depthwise ones most
-    history = fit(model, loader, optimizer=optimizer, epochs=epochs, scheduler=scheduler, val_loader=val_loader,
-                  device=device, precision=precision, channels_last=True, desc=spec.family, verbose=False)
+    history = fit(
+        model,
+        loader,
+        optimizer=optimizer,
+        epochs=epochs,
+        scheduler=scheduler,
+        val_loader=val_loader,
+        device=device,
+        precision=precision,
+        channels_last=True,
+        desc=spec.family,
+        verbose=False,
+    )
     seconds = time.perf_counter() - t0
     dev = torch.device(device)
-    test_acc = evaluate(model, TensorLoader(*test, batch_size=512), device=dev)["acc"]
+    test_acc = evaluate(
+        model, TensorLoader(*test, batch_size=512), device=dev
+    )["acc"]
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     size = tuple(train[0].shape[1:])
-    return {"family": spec.family, "label": spec.label, "group": spec.group, "model": model, "history": history,
-            "test_accuracy": test_acc, "params": count_parameters(model), "macs": count_macs(model, size),
-            "latency_ms": 1000 * measure_latency(model, size, repeats=latency_repeats), "train_seconds": seconds,
-            "precision": precision}
+    return {
+        "family": spec.family,
+        "label": spec.label,
+        "group": spec.group,
+        "model": model,
+        "history": history,
+        "test_accuracy": test_acc,
+        "params": count_parameters(model),
+        "macs": count_macs(model, size),
+        "latency_ms": 1000
+        * measure_latency(model, size, repeats=latency_repeats),
+        "train_seconds": seconds,
+        "precision": precision,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -212,17 +560,23 @@ TOY_TASK: dict = {"background": "gradient", "noise": 0.06}
 Split = tuple[torch.Tensor, torch.Tensor]
 
 
-def toy_world_splits(n_train: int, n_val: int = 500, n_test: int = 1000, seed: int = 0) -> tuple[Split, Split, Split, list[str]]:
+def toy_world_splits(
+    n_train: int, n_val: int = 500, n_test: int = 1000, seed: int = 0
+) -> tuple[Split, Split, Split, list[str]]:
     """Train/validation/test (images [N, 3, 32, 32], shape labels [N]) from the toy world, and the class names."""
     from ..data import make_scenes
 
-    splits = [make_scenes(n, seed=seed, split=name, **TOY_TASK)
-              for n, name in ((n_train, "train"), (n_val, "val"), (n_test, "test"))]
+    splits = [
+        make_scenes(n, seed=seed, split=name, **TOY_TASK)
+        for n, name in ((n_train, "train"), (n_val, "val"), (n_test, "test"))
+    ]
     train, val, test = [(s.images, s.labels("shape")) for s in splits]
     return train, val, test, splits[0].class_names("shape")
 
 
-def cifar10_splits(n_val: int = 5000, seed: int = 0, download: bool = True) -> tuple[Split, Split, Split, list[str]]:
+def cifar10_splits(
+    n_val: int = 5000, seed: int = 0, download: bool = True
+) -> tuple[Split, Split, Split, list[str]]:
     """CIFAR-10 (the ``full`` scale; needs the files or internet): train minus ``n_val`` held out, validation, test.
 
     Images are normalised per channel with the training set's mean and standard deviation.
@@ -231,9 +585,27 @@ def cifar10_splits(n_val: int = 5000, seed: int = 0, download: bool = True) -> t
 
     x, y = load_real("cifar10", "train", download=download)
     x_test, y_test = load_real("cifar10", "test", download=download)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(
+        len(x), generator=torch.Generator().manual_seed(seed)
+    )
     x, y = x[perm], y[perm]
     mean, std = x.mean((0, 2, 3), keepdim=True), x.std((0, 2, 3), keepdim=True)
     norm = lambda t: (t - mean) / std  # noqa: E731
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    return ((norm(x[n_val:]), y[n_val:]), (norm(x[:n_val]), y[:n_val]), (norm(x_test), y_test), names)
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    return (
+        (norm(x[n_val:]), y[n_val:]),
+        (norm(x[:n_val]), y[:n_val]),
+        (norm(x_test), y_test),
+        names,
+    )

@@ -6,6 +6,7 @@ batch normalization in both networks except the generator's output and the discr
 layer, ReLU in the generator with tanh at its output, LeakyReLU (slope 0.2) in the discriminator,
 weights drawn from N(0, 0.02), Adam with lr 2e-4 and beta1 = 0.5. Images live in [-1, 1].
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,67 +30,116 @@ def dcgan_init(module: nn.Module) -> None:
 class DCGANGenerator(nn.Module):
     """G: z [B, z_dim] -> image [B, C, S, S] in [-1, 1]; a 4x4 projection, then one stride-2 transposed conv per doubling."""
 
-    def __init__(self, z_dim: int = 32, out_channels: int = 1, width: int = 64, image_size: int = 16):
+    def __init__(
+        self,
+        z_dim: int = 32,
+        out_channels: int = 1,
+        width: int = 64,
+        image_size: int = 16,
+    ):
         super().__init__()
         doublings = {8: 1, 16: 2, 32: 3, 64: 4}.get(image_size)
         if doublings is None:
-            raise ValueError(f"image_size={image_size} is not supported; allowed: 8, 16, 32, 64")
+            raise ValueError(
+                f"image_size={image_size} is not supported; allowed: 8, 16, 32, 64"
+            )
         self.z_dim = z_dim
         ch = width * 2 ** (doublings - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)]
-        for _ in range(doublings - 1):                                         # 4 -> 8 -> ... -> S/2
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ch),
+            nn.ReLU(True),
+        ]
+        for _ in range(doublings - 1):  # 4 -> 8 -> ... -> S/2
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch // 2),
+                nn.ReLU(True),
+            ]
             ch //= 2
-        layers += [nn.ConvTranspose2d(ch, out_channels, 4, 2, 1), nn.Tanh()]   # S/2 -> S, no batch norm at the output
+        layers += [
+            nn.ConvTranspose2d(ch, out_channels, 4, 2, 1),
+            nn.Tanh(),
+        ]  # S/2 -> S, no batch norm at the output
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z[:, :, None, None])                                   # [B, z_dim, 1, 1] -> [B, C, S, S]
+        return self.net(
+            z[:, :, None, None]
+        )  # [B, z_dim, 1, 1] -> [B, C, S, S]
 
 
 class DCGANDiscriminator(nn.Module):
     """D: image [B, C, S, S] -> logit [B]; stride-2 convolutions with LeakyReLU, no batch norm on the input layer."""
 
-    def __init__(self, in_channels: int = 1, width: int = 64, image_size: int = 16):
+    def __init__(
+        self, in_channels: int = 1, width: int = 64, image_size: int = 16
+    ):
         super().__init__()
         halvings = {8: 1, 16: 2, 32: 3, 64: 4}.get(image_size)
         if halvings is None:
-            raise ValueError(f"image_size={image_size} is not supported; allowed: 8, 16, 32, 64")
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+            raise ValueError(
+                f"image_size={image_size} is not supported; allowed: 8, 16, 32, 64"
+            )
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, width, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+        ]
         ch = width
-        for _ in range(halvings - 1):                                          # S/2 -> ... -> 4
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
+        for _ in range(halvings - 1):  # S/2 -> ... -> 4
+            layers += [
+                nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
             ch *= 2
-        layers += [nn.Conv2d(ch, 1, 4, 1, 0)]                                  # 4x4 -> 1x1 logit
+        layers += [nn.Conv2d(ch, 1, 4, 1, 0)]  # 4x4 -> 1x1 logit
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).flatten()                                           # [B]
+        return self.net(x).flatten()  # [B]
 
 
 class GAN(nn.Module):
     """The pair (generator, discriminator), so :func:`vnotes.fit` can move and checkpoint both."""
 
-    def __init__(self, generator: DCGANGenerator, discriminator: DCGANDiscriminator):
+    def __init__(
+        self, generator: DCGANGenerator, discriminator: DCGANDiscriminator
+    ):
         super().__init__()
         self.generator, self.discriminator = generator, discriminator
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Images [n, C, S, S] in [-1, 1] from z ~ N(0, I), with the generator in eval mode."""
         was = self.generator.training
         self.generator.eval()
         device = next(self.parameters()).device
-        x = self.generator(torch.randn(n, self.generator.z_dim, generator=generator).to(device))
+        x = self.generator(
+            torch.randn(n, self.generator.z_dim, generator=generator).to(
+                device
+            )
+        )
         self.generator.train(was)
         return x
 
 
-def dcgan(z_dim: int = 32, channels: int = 1, image_size: int = 16, g_width: int = 64, d_width: int = 64) -> GAN:
+def dcgan(
+    z_dim: int = 32,
+    channels: int = 1,
+    image_size: int = 16,
+    g_width: int = 64,
+    d_width: int = 64,
+) -> GAN:
     """DCGAN (Radford et al., 2015) sized for small images."""
-    return GAN(DCGANGenerator(z_dim, channels, g_width, image_size), DCGANDiscriminator(channels, d_width, image_size))
+    return GAN(
+        DCGANGenerator(z_dim, channels, g_width, image_size),
+        DCGANDiscriminator(channels, d_width, image_size),
+    )
 
 
 class AdversarialStep:
@@ -101,34 +151,58 @@ class AdversarialStep:
     the generator's optimizer (the one passed to ``fit``).
     """
 
-    def __init__(self, d_optimizer: torch.optim.Optimizer, z_dim: int, generator: torch.Generator | None = None):
-        self.d_optimizer, self.z_dim, self.generator = d_optimizer, z_dim, generator
+    def __init__(
+        self,
+        d_optimizer: torch.optim.Optimizer,
+        z_dim: int,
+        generator: torch.Generator | None = None,
+    ):
+        self.d_optimizer, self.z_dim, self.generator = (
+            d_optimizer,
+            z_dim,
+            generator,
+        )
 
-    def __call__(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
-        real = batch[0]                                                        # [B, C, S, S] in [-1, 1]
+    def __call__(
+        self, model: nn.Module, batch: Any
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        real = batch[0]  # [B, C, S, S] in [-1, 1]
         B = real.shape[0]
-        z = torch.randn(B, self.z_dim, generator=self.generator).to(real.device)
+        z = torch.randn(B, self.z_dim, generator=self.generator).to(
+            real.device
+        )
         fake = model.generator(z)
         # discriminator: real -> 1, fake -> 0 (separate batches, as in DCGAN)
         d_real = model.discriminator(real).float()
         d_fake = model.discriminator(fake.detach()).float()
-        d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        d_loss = F.binary_cross_entropy_with_logits(
+            d_real, torch.ones_like(d_real)
+        ) + F.binary_cross_entropy_with_logits(
+            d_fake, torch.zeros_like(d_fake)
+        )
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
         # generator: make the updated discriminator call the fakes real
         d_fake_for_g = model.discriminator(fake).float()
-        g_loss = F.binary_cross_entropy_with_logits(d_fake_for_g, torch.ones_like(d_fake_for_g))
-        return g_loss, {"d_loss": d_loss.detach(), "D(x)": torch.sigmoid(d_real).mean().detach(),
-                        "D(G(z))": torch.sigmoid(d_fake).mean().detach()}
+        g_loss = F.binary_cross_entropy_with_logits(
+            d_fake_for_g, torch.ones_like(d_fake_for_g)
+        )
+        return g_loss, {
+            "d_loss": d_loss.detach(),
+            "D(x)": torch.sigmoid(d_real).mean().detach(),
+            "D(G(z))": torch.sigmoid(d_fake).mean().detach(),
+        }
 
 
-def dcgan_optimizers(gan: GAN, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)
-                     ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+def dcgan_optimizers(
+    gan: GAN, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """DCGAN's Adam settings, one optimizer per network: (generator's, discriminator's)."""
-    return (torch.optim.Adam(gan.generator.parameters(), lr=lr, betas=betas),
-            torch.optim.Adam(gan.discriminator.parameters(), lr=lr, betas=betas))
+    return (
+        torch.optim.Adam(gan.generator.parameters(), lr=lr, betas=betas),
+        torch.optim.Adam(gan.discriminator.parameters(), lr=lr, betas=betas),
+    )
 
 
 def pairwise_diversity(features: Tensor) -> float:

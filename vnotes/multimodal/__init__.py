@@ -17,12 +17,43 @@ One file per family:
 * :mod:`.dalle2`      -- DALL·E 2 / unCLIP in miniature (Ramesh et al., 2022) (7i)
 * :mod:`.metrics`, :mod:`.plots`, :mod:`.recipes` -- scoring, figures and the training recipe
 """
-from .clip import CLIP, CLIP_CONFIGS, build_clip, clip_step, zero_shot_predict, zero_shot_weights
-from .data import (HELDOUT_COMBOS, ImageTextPairs, QuestionAnswers, caption_vocabulary, is_heldout, make_pairs,
-                   make_qa, matching_test)
+
+from .clip import (
+    CLIP,
+    CLIP_CONFIGS,
+    build_clip,
+    clip_step,
+    zero_shot_predict,
+    zero_shot_weights,
+)
+from .data import (
+    HELDOUT_COMBOS,
+    ImageTextPairs,
+    QuestionAnswers,
+    caption_vocabulary,
+    is_heldout,
+    make_pairs,
+    make_qa,
+    matching_test,
+)
 from .metrics import retrieval_report
 from .towers import TextTransformer
 
-__all__ = ["CLIP", "CLIP_CONFIGS", "HELDOUT_COMBOS", "ImageTextPairs", "QuestionAnswers", "TextTransformer",
-           "build_clip", "caption_vocabulary", "clip_step", "is_heldout", "make_pairs", "make_qa", "matching_test",
-           "retrieval_report", "zero_shot_predict", "zero_shot_weights"]
+__all__ = [
+    "CLIP",
+    "CLIP_CONFIGS",
+    "HELDOUT_COMBOS",
+    "ImageTextPairs",
+    "QuestionAnswers",
+    "TextTransformer",
+    "build_clip",
+    "caption_vocabulary",
+    "clip_step",
+    "is_heldout",
+    "make_pairs",
+    "make_qa",
+    "matching_test",
+    "retrieval_report",
+    "zero_shot_predict",
+    "zero_shot_weights",
+]

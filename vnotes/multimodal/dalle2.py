@@ -17,6 +17,7 @@ Chained, ``caption -> z_t -> z_i -> x`` draws an image for a caption. The genera
 yardstick (a classifier trained on real images, :func:`~vnotes.generative.train_judge`) checks
 whether the drawn shape and colour are the ones asked for.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -32,25 +33,76 @@ from .clip import CLIP, embed_all
 
 # how notebook 7i trains the prior and the decoder at each scale (images drawn at ``image_size`` pixels)
 DALLE2_TRAINING: dict[str, dict] = {
-    "smoke": dict(n_train=256, image_size=16, base_channels=8, decoder_attention=(), decoder_epochs=1,
-                  decoder_batch_size=32, prior_epochs=2, batch_size=64, lr=2e-3, timesteps=100, sample_steps=5,
-                  guidance_grid=(0.0, 1.0), n_redraw=12, judge_epochs=1, n_judge=512),
+    "smoke": dict(
+        n_train=256,
+        image_size=16,
+        base_channels=8,
+        decoder_attention=(),
+        decoder_epochs=1,
+        decoder_batch_size=32,
+        prior_epochs=2,
+        batch_size=64,
+        lr=2e-3,
+        timesteps=100,
+        sample_steps=5,
+        guidance_grid=(0.0, 1.0),
+        n_redraw=12,
+        judge_epochs=1,
+        n_judge=512,
+    ),
     # small batches and attention only in the middle block: for a fixed CPU budget, more (noisier) steps train the
     # decoder further (measured on redraws from true test embeddings at guidance 4, ~60 s each: 0.19 of them judged
     # right after 837 steps of 64 with attention at 8 x 8 too, 0.30 after 1683 of 32, 0.36 after 2250 of 16)
-    "default": dict(n_train=6000, image_size=16, base_channels=16, decoder_attention=(), decoder_epochs=6,
-                    decoder_batch_size=16, prior_epochs=15, batch_size=64, lr=2e-3, timesteps=1000, sample_steps=25,
-                    guidance_grid=(0.0, 2.0, 4.0, 6.0), n_redraw=72, judge_epochs=4, n_judge=6000),
-    "full": dict(n_train=50000, image_size=32, base_channels=64, decoder_attention=(16, 8), decoder_epochs=100,
-                 decoder_batch_size=128, prior_epochs=200, batch_size=128, lr=2e-4, timesteps=1000, sample_steps=100,
-                 guidance_grid=(0.0, 1.0, 2.0, 4.0, 6.0), n_redraw=360, judge_epochs=20, n_judge=20000),
+    "default": dict(
+        n_train=6000,
+        image_size=16,
+        base_channels=16,
+        decoder_attention=(),
+        decoder_epochs=6,
+        decoder_batch_size=16,
+        prior_epochs=15,
+        batch_size=64,
+        lr=2e-3,
+        timesteps=1000,
+        sample_steps=25,
+        guidance_grid=(0.0, 2.0, 4.0, 6.0),
+        n_redraw=72,
+        judge_epochs=4,
+        n_judge=6000,
+    ),
+    "full": dict(
+        n_train=50000,
+        image_size=32,
+        base_channels=64,
+        decoder_attention=(16, 8),
+        decoder_epochs=100,
+        decoder_batch_size=128,
+        prior_epochs=200,
+        batch_size=128,
+        lr=2e-4,
+        timesteps=1000,
+        sample_steps=100,
+        guidance_grid=(0.0, 1.0, 2.0, 4.0, 6.0),
+        n_redraw=360,
+        judge_epochs=20,
+        n_judge=20000,
+    ),
 }
 
 # the paper's components (Ramesh et al., 2022, Table 3 and Sec. 2), for reference
 DALLE2_PAPER: dict[str, dict] = {
     "CLIP": dict(model="ViT-H/16", embedding=1024),
-    "diffusion prior": dict(model="decoder-only Transformer", width=2048, layers=24, target="clean z_i (MSE)"),
-    "decoder": dict(model="GLIDE-style U-Net, 3.5B", resolution=64, cond="z_i projected to 4 tokens + time"),
+    "diffusion prior": dict(
+        model="decoder-only Transformer",
+        width=2048,
+        layers=24,
+        target="clean z_i (MSE)",
+    ),
+    "decoder": dict(
+        model="GLIDE-style U-Net, 3.5B",
+        resolution=64,
+        cond="z_i projected to 4 tokens + time",
+    ),
     "upsamplers": dict(stages="64 -> 256 -> 1024"),
 }
 
@@ -66,20 +118,45 @@ class PriorMLP(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.cond_embed = nn.Linear(embed_dim, hidden)
-        self.null_cond = nn.Parameter(torch.zeros(hidden))                    # "no caption" (guidance)
+        self.null_cond = nn.Parameter(
+            torch.zeros(hidden)
+        )  # "no caption" (guidance)
         self.time_embed = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU())
         self.inp = nn.Linear(embed_dim, hidden)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(),
-                                                  nn.Linear(hidden, hidden)) for _ in range(depth))
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, embed_dim))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(hidden),
+                nn.Linear(hidden, hidden),
+                nn.SiLU(),
+                nn.Linear(hidden, hidden),
+            )
+            for _ in range(depth)
+        )
+        self.out = nn.Sequential(
+            nn.LayerNorm(hidden), nn.Linear(hidden, embed_dim)
+        )
         self.hidden = hidden
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, cond_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        cond: Tensor | None = None,
+        cond_mask: Tensor | None = None,
+    ) -> Tensor:
         """``x`` ``[B, D]`` noised embeddings, ``t`` ``[B]`` steps, ``cond`` ``[B, D]`` text embeddings -> clean ``[B, D]``."""
-        c = self.null_cond.expand(x.shape[0], -1) if cond is None else self.cond_embed(cond)
+        c = (
+            self.null_cond.expand(x.shape[0], -1)
+            if cond is None
+            else self.cond_embed(cond)
+        )
         if cond is not None and cond_mask is not None:
             c = torch.where(cond_mask[:, None], c, self.null_cond.expand_as(c))
-        h = self.inp(x) + self.time_embed(timestep_embedding(t, self.hidden)) + c
+        h = (
+            self.inp(x)
+            + self.time_embed(timestep_embedding(t, self.hidden))
+            + c
+        )
         for block in self.blocks:
             h = h + block(h)
         return self.out(h)
@@ -97,9 +174,15 @@ class NoiseFromClean(nn.Module):
         super().__init__()
         self.clean_model, self.diffusion = clean_model, diffusion
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, cond_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        cond: Tensor | None = None,
+        cond_mask: Tensor | None = None,
+    ) -> Tensor:
         x0 = self.clean_model(x, t, cond, cond_mask)
-        a = self.diffusion.sqrt_alpha_bar.to(x.device)[t][:, None]                      # [B, 1]
+        a = self.diffusion.sqrt_alpha_bar.to(x.device)[t][:, None]  # [B, 1]
         s = self.diffusion.sqrt_one_minus_alpha_bar.to(x.device)[t][:, None]
         return (x - a * x0) / s
 
@@ -114,17 +197,31 @@ class ContextAttentionBlock(AttentionBlock):
 
     def __init__(self, channels: int, context_dim: int):
         super().__init__(channels)
-        self.context_kv = nn.Linear(context_dim, 2 * channels)        # one key and one value per context token
+        self.context_kv = nn.Linear(
+            context_dim, 2 * channels
+        )  # one key and one value per context token
         self.context: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).transpose(-1, -2).unbind(1)  # each [B, HW, C]
+        q, k, v = (
+            self.qkv(self.norm(x))
+            .reshape(B, 3, C, H * W)
+            .transpose(-1, -2)
+            .unbind(1)
+        )  # each [B, HW, C]
         if self.context is not None:
-            ck, cv = self.context_kv(self.context.to(q.dtype)).chunk(2, dim=-1)              # each [B, K, C]
-            k, v = torch.cat([ck, k], dim=1), torch.cat([cv, v], dim=1)                       # [B, K + HW, C]
+            ck, cv = self.context_kv(self.context.to(q.dtype)).chunk(
+                2, dim=-1
+            )  # each [B, K, C]
+            k, v = (
+                torch.cat([ck, k], dim=1),
+                torch.cat([cv, v], dim=1),
+            )  # [B, K + HW, C]
         # softmax(q [k_ctx; k]^T / sqrt(C)) [v_ctx; v]
-        h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]           # [B, HW, C]
+        h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[
+            :, 0
+        ]  # [B, HW, C]
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
@@ -140,28 +237,53 @@ class UnCLIPDecoder(UNet):
     def __init__(self, cond_dim: int, context_tokens: int = 4, **unet_kwargs):
         super().__init__(cond_dim=cond_dim, **unet_kwargs)
         if context_tokens < 1:
-            raise ValueError(f"context_tokens={context_tokens} must be at least 1")
+            raise ValueError(
+                f"context_tokens={context_tokens} must be at least 1"
+            )
         ctx_dim = 4 * self.base_channels
         self.context_tokens = context_tokens
         self.context_proj = nn.Linear(cond_dim, context_tokens * ctx_dim)
         self.null_context = nn.Parameter(torch.zeros(context_tokens, ctx_dim))
         self.context_norm = nn.LayerNorm(ctx_dim)
-        stages = [stage for stage in (*self.down, *self.up) if stage.attn is not None]
+        stages = [
+            stage for stage in (*self.down, *self.up) if stage.attn is not None
+        ]
         for stage in stages:
-            stage.attn = ContextAttentionBlock(stage.attn.qkv.in_channels, ctx_dim)
-        self.mid[1] = ContextAttentionBlock(self.mid[1].qkv.in_channels, ctx_dim)
-        self._context_blocks = [stage.attn for stage in stages] + [self.mid[1]]   # a plain list: no re-registration
+            stage.attn = ContextAttentionBlock(
+                stage.attn.qkv.in_channels, ctx_dim
+            )
+        self.mid[1] = ContextAttentionBlock(
+            self.mid[1].qkv.in_channels, ctx_dim
+        )
+        self._context_blocks = [stage.attn for stage in stages] + [
+            self.mid[1]
+        ]  # a plain list: no re-registration
 
-    def context(self, cond: Tensor | None, cond_mask: Tensor | None = None, batch: int = 1) -> Tensor:
+    def context(
+        self,
+        cond: Tensor | None,
+        cond_mask: Tensor | None = None,
+        batch: int = 1,
+    ) -> Tensor:
         """The ``[B, K, D_ctx]`` context tokens of z_i (the null tokens where the condition is dropped)."""
         if cond is None:
             return self.context_norm(self.null_context).expand(batch, -1, -1)
-        c = self.context_proj(cond).view(cond.shape[0], self.context_tokens, -1)         # [B, K, D_ctx]
+        c = self.context_proj(cond).view(
+            cond.shape[0], self.context_tokens, -1
+        )  # [B, K, D_ctx]
         if cond_mask is not None:
-            c = torch.where(cond_mask[:, None, None], c, self.null_context.expand_as(c))
+            c = torch.where(
+                cond_mask[:, None, None], c, self.null_context.expand_as(c)
+            )
         return self.context_norm(c)
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, cond_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        cond: Tensor | None = None,
+        cond_mask: Tensor | None = None,
+    ) -> Tensor:
         ctx = self.context(cond, cond_mask, batch=x.shape[0])
         for block in self._context_blocks:
             block.context = ctx
@@ -185,25 +307,51 @@ def diffusion_to_embedding(x: Tensor) -> Tensor:
 class DALLE2(nn.Module):
     """unCLIP (Ramesh et al., 2022) around a frozen CLIP: a diffusion prior and a diffusion decoder."""
 
-    def __init__(self, clip: CLIP, vocab: Vocabulary, image_size: int = 16, base_channels: int = 16,
-                 timesteps: int = 1000, embed_dim: int | None = None, context_tokens: int = 4,
-                 attention_resolutions: Sequence[int] | None = None):
+    def __init__(
+        self,
+        clip: CLIP,
+        vocab: Vocabulary,
+        image_size: int = 16,
+        base_channels: int = 16,
+        timesteps: int = 1000,
+        embed_dim: int | None = None,
+        context_tokens: int = 4,
+        attention_resolutions: Sequence[int] | None = None,
+    ):
         super().__init__()
         self.clip, self.vocab, self.image_size = clip.eval(), vocab, image_size
         for p in self.clip.parameters():
             p.requires_grad_(False)
-        embed_dim = embed_dim or clip.image_projection.out_features          # CLIP's joint embedding size
+        embed_dim = (
+            embed_dim or clip.image_projection.out_features
+        )  # CLIP's joint embedding size
         if embed_dim != clip.image_projection.out_features:
-            raise ValueError(f"embed_dim={embed_dim} differs from the CLIP's {clip.image_projection.out_features}")
+            raise ValueError(
+                f"embed_dim={embed_dim} differs from the CLIP's {clip.image_projection.out_features}"
+            )
         self.prior = PriorMLP(embed_dim)
         mults = (1, 2) if image_size <= 16 else (1, 2, 2)
         # attention (with the z_i context tokens) in the middle block always, and at these resolutions too
-        attention_resolutions = (image_size // 2,) if attention_resolutions is None else tuple(attention_resolutions)
-        self.decoder = UnCLIPDecoder(embed_dim, context_tokens, in_channels=3, base_channels=base_channels,
-                                     channel_mults=mults, attention_resolutions=attention_resolutions,
-                                     image_size=image_size)
-        self.prior_diffusion = GaussianDiffusion(timesteps, "cosine", cond_drop_prob=0.1, clip_denoised=False)
-        self.decoder_diffusion = GaussianDiffusion(timesteps, "cosine", cond_drop_prob=0.1)
+        attention_resolutions = (
+            (image_size // 2,)
+            if attention_resolutions is None
+            else tuple(attention_resolutions)
+        )
+        self.decoder = UnCLIPDecoder(
+            embed_dim,
+            context_tokens,
+            in_channels=3,
+            base_channels=base_channels,
+            channel_mults=mults,
+            attention_resolutions=attention_resolutions,
+            image_size=image_size,
+        )
+        self.prior_diffusion = GaussianDiffusion(
+            timesteps, "cosine", cond_drop_prob=0.1, clip_denoised=False
+        )
+        self.decoder_diffusion = GaussianDiffusion(
+            timesteps, "cosine", cond_drop_prob=0.1
+        )
 
     def train(self, mode: bool = True) -> "DALLE2":
         super().train(mode)
@@ -211,7 +359,9 @@ class DALLE2(nn.Module):
         return self
 
     def text_embedding(self, captions: list[str]) -> Tensor:
-        ids = self.vocab.encode_batch(captions, self.clip.text.max_len, bos=True, eos=True)
+        ids = self.vocab.encode_batch(
+            captions, self.clip.text.max_len, bos=True, eos=True
+        )
         return embed_all(self.clip, ids=ids)[1]
 
     def image_embedding(self, images: Tensor) -> Tensor:
@@ -221,25 +371,37 @@ class DALLE2(nn.Module):
         """Images at the decoder's resolution (area averaging)."""
         if images.shape[-1] == self.image_size:
             return images
-        return F.interpolate(images, size=(self.image_size, self.image_size), mode="area")
+        return F.interpolate(
+            images, size=(self.image_size, self.image_size), mode="area"
+        )
 
     def prior_loss(self, text_emb: Tensor, image_emb: Tensor) -> Tensor:
         """The prior's loss (Ramesh et al., 2022, Sec. 2.2): || z_i - f_theta(z_i^(t), t, z_t) ||^2, caption dropped 10 %."""
-        x0 = embedding_to_diffusion(image_emb)                                              # [B, D]
+        x0 = embedding_to_diffusion(image_emb)  # [B, D]
         B, diffusion = x0.shape[0], self.prior_diffusion
         t = torch.randint(0, diffusion.timesteps, (B,), device=x0.device)
         x_t = diffusion.q_sample(x0, t, torch.randn_like(x0))
-        keep = torch.rand(B, device=x0.device) >= diffusion.cond_drop_prob                 # False = "no caption"
+        keep = (
+            torch.rand(B, device=x0.device) >= diffusion.cond_drop_prob
+        )  # False = "no caption"
         return F.mse_loss(self.prior(x_t, t, text_emb, keep), x0)
 
     def decoder_loss(self, images: Tensor, image_emb: Tensor) -> Tensor:
         """Diffusion loss of the decoder on images in [0, 1] at the decoder's resolution."""
         # the condition is scaled like the prior's targets, so its components have unit variance
-        return self.decoder_diffusion.loss(self.decoder, from_unit(images), embedding_to_diffusion(image_emb))
+        return self.decoder_diffusion.loss(
+            self.decoder, from_unit(images), embedding_to_diffusion(image_emb)
+        )
 
     @torch.no_grad()
-    def sample_image_embedding(self, text_emb: Tensor, steps: int, guidance: float = 0.0,
-                               generator: torch.Generator | None = None, candidates: int = 2) -> Tensor:
+    def sample_image_embedding(
+        self,
+        text_emb: Tensor,
+        steps: int,
+        guidance: float = 0.0,
+        generator: torch.Generator | None = None,
+        candidates: int = 2,
+    ) -> Tensor:
         """z_i sampled from the prior for each text embedding ``[B, D]``.
 
         As in the paper (Sec. 2.2), ``candidates`` samples are drawn per caption and the one with the
@@ -248,25 +410,48 @@ class DALLE2(nn.Module):
         if candidates < 1:
             raise ValueError(f"candidates={candidates} must be at least 1")
         B, D = text_emb.shape
-        cond = text_emb.repeat(candidates, 1)                                               # [k B, D]
-        x = self.prior_diffusion.ddim_sample(NoiseFromClean(self.prior, self.prior_diffusion), (candidates * B, D),
-                                             steps, cond=cond, guidance_scale=guidance, generator=generator)
+        cond = text_emb.repeat(candidates, 1)  # [k B, D]
+        x = self.prior_diffusion.ddim_sample(
+            NoiseFromClean(self.prior, self.prior_diffusion),
+            (candidates * B, D),
+            steps,
+            cond=cond,
+            guidance_scale=guidance,
+            generator=generator,
+        )
         z = diffusion_to_embedding(x).view(candidates, B, D)
-        best = (z * text_emb).sum(-1).argmax(0)                                             # [B]
+        best = (z * text_emb).sum(-1).argmax(0)  # [B]
         return z[best, torch.arange(B)]
 
     @torch.no_grad()
-    def decode(self, image_emb: Tensor, steps: int, guidance: float = 0.0,
-               generator: torch.Generator | None = None) -> Tensor:
+    def decode(
+        self,
+        image_emb: Tensor,
+        steps: int,
+        guidance: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Images in [0, 1] drawn from CLIP image embeddings."""
         shape = (image_emb.shape[0], 3, self.image_size, self.image_size)
-        x = self.decoder_diffusion.ddim_sample(self.decoder, shape, steps, cond=embedding_to_diffusion(image_emb),
-                                               guidance_scale=guidance, generator=generator)
+        x = self.decoder_diffusion.ddim_sample(
+            self.decoder,
+            shape,
+            steps,
+            cond=embedding_to_diffusion(image_emb),
+            guidance_scale=guidance,
+            generator=generator,
+        )
         return to_unit(x)
 
     @torch.no_grad()
-    def generate(self, captions: list[str], steps: int = 40, guidance: float = 1.0,
-                 generator: torch.Generator | None = None, decoder_guidance: float | None = None) -> Tensor:
+    def generate(
+        self,
+        captions: list[str],
+        steps: int = 40,
+        guidance: float = 1.0,
+        generator: torch.Generator | None = None,
+        decoder_guidance: float | None = None,
+    ) -> Tensor:
         """caption -> CLIP text embedding -> prior -> CLIP image embedding -> decoder -> image ``[B, 3, s, s]``.
 
         ``guidance`` is the prior's guidance scale, and the decoder's unless ``decoder_guidance`` is given.
@@ -275,7 +460,12 @@ class DALLE2(nn.Module):
         self.eval()
         z_t = self.text_embedding(captions)
         z_i = self.sample_image_embedding(z_t, steps, guidance, generator)
-        images = self.decode(z_i, steps, guidance if decoder_guidance is None else decoder_guidance, generator)
+        images = self.decode(
+            z_i,
+            steps,
+            guidance if decoder_guidance is None else decoder_guidance,
+            generator,
+        )
         self.train(was)
         return images
 

@@ -13,6 +13,7 @@ coloured shapes and its caption ("a small red circle"). Three choices make the e
 * **questions** -- :func:`make_qa` asks about scenes of one or two objects ("what colour is the
   circle ?"), only where the question names a unique object, so that each has one right answer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,14 +22,26 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data import COLOURS, SHAPES, SIZES, Scenes, Vocabulary, WorldConfig, make_scenes
+from ..data import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    Scenes,
+    Vocabulary,
+    WorldConfig,
+    make_scenes,
+)
 
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 
 # each colour and each shape appears in exactly one held-out pair (a "diagonal" of the 6 x 6 grid)
 HELDOUT_COMBOS: tuple[tuple[str, str], ...] = (
-    ("red", "triangle"), ("green", "star"), ("blue", "circle"),
-    ("yellow", "cross"), ("purple", "square"), ("cyan", "diamond"),
+    ("red", "triangle"),
+    ("green", "star"),
+    ("blue", "circle"),
+    ("yellow", "cross"),
+    ("purple", "square"),
+    ("cyan", "diamond"),
 )
 
 # how a caption may be phrased in training ("{}" is the world's caption, e.g. "a small red circle")
@@ -53,21 +66,32 @@ def caption_vocabulary() -> Vocabulary:
     return Vocabulary(extra_words=EXTRA_WORDS)
 
 
-def world_config(subset: str = "seen", heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS,
-                 max_objects: int = 1, **overrides) -> WorldConfig:
+def world_config(
+    subset: str = "seen",
+    heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS,
+    max_objects: int = 1,
+    **overrides,
+) -> WorldConfig:
     """The world of ``subset``: ``seen`` (held-out pairs excluded), ``heldout`` (only them) or ``all``."""
     if subset not in SUBSETS:
         raise ValueError(f"subset={subset!r} is unknown; allowed: {SUBSETS}")
     combos = tuple(tuple(c) for c in heldout)
     if subset == "seen":
-        return WorldConfig(exclude_combos=combos, max_objects=max_objects, **overrides)
+        return WorldConfig(
+            exclude_combos=combos, max_objects=max_objects, **overrides
+        )
     if subset == "heldout":
-        return WorldConfig(only_combos=combos, max_objects=max_objects, **overrides)
+        return WorldConfig(
+            only_combos=combos, max_objects=max_objects, **overrides
+        )
     return WorldConfig(max_objects=max_objects, **overrides)
 
 
-def is_heldout(colour: torch.Tensor, shape: torch.Tensor,
-               heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS) -> torch.Tensor:
+def is_heldout(
+    colour: torch.Tensor,
+    shape: torch.Tensor,
+    heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS,
+) -> torch.Tensor:
     """Boolean mask: which (colour index, shape index) pairs are held out of training."""
     out = torch.zeros_like(colour, dtype=torch.bool)
     for c, s in heldout:
@@ -117,15 +141,30 @@ class ImageTextPairs:
         if idx.dtype == torch.bool:
             idx = idx.nonzero().flatten()
         pick = idx.tolist()
-        return ImageTextPairs(self.images[idx], self.tokens[idx], self.clean_tokens[idx],
-                              [self.captions[i] for i in pick], [self.clean_captions[i] for i in pick],
-                              self.colour[idx], self.shape[idx], self.size[idx], self.noisy[idx],
-                              self.text_id[idx], self.vocab, self.scenes.subset(idx))
+        return ImageTextPairs(
+            self.images[idx],
+            self.tokens[idx],
+            self.clean_tokens[idx],
+            [self.captions[i] for i in pick],
+            [self.clean_captions[i] for i in pick],
+            self.colour[idx],
+            self.shape[idx],
+            self.size[idx],
+            self.noisy[idx],
+            self.text_id[idx],
+            self.vocab,
+            self.scenes.subset(idx),
+        )
 
 
-def corrupt_captions(colour: torch.Tensor, shape: torch.Tensor, size: torch.Tensor, noise: float,
-                     combos: Sequence[tuple[int, int]], rng: np.random.Generator
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def corrupt_captions(
+    colour: torch.Tensor,
+    shape: torch.Tensor,
+    size: torch.Tensor,
+    noise: float,
+    combos: Sequence[tuple[int, int]],
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Replace a share ``noise`` of (colour, shape, size) descriptions by a different random one.
 
     The replacement is drawn from ``combos`` (colour index, shape index) and a random size, redrawn
@@ -152,42 +191,82 @@ def describe(colour: int, shape: int, size: int) -> str:
     return f"a {SIZES[size]} {COLOUR_NAMES[colour]} {SHAPES[shape]}"
 
 
-def make_pairs(n: int, *, seed: int = 0, split: str = "train", subset: str = "seen",
-               heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS, noise: float = 0.0,
-               templates: Sequence[str] = ("{}",), max_len: int = 10, bos_eos: bool = True,
-               vocab: Vocabulary | None = None, **world) -> ImageTextPairs:
+def make_pairs(
+    n: int,
+    *,
+    seed: int = 0,
+    split: str = "train",
+    subset: str = "seen",
+    heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS,
+    noise: float = 0.0,
+    templates: Sequence[str] = ("{}",),
+    max_len: int = 10,
+    bos_eos: bool = True,
+    vocab: Vocabulary | None = None,
+    **world,
+) -> ImageTextPairs:
     """``n`` single-object image--caption pairs of ``subset`` (seen / heldout / all combinations).
 
     Captions are tokenized as ``[BOS] words [EOS] [PAD]...`` (``bos_eos=True``) and phrased with a
     template drawn at random from ``templates``; a share ``noise`` of them is corrupted.
     """
     if max_len < 4:
-        raise ValueError(f"max_len={max_len} is too short for a caption; use 4 or more")
+        raise ValueError(
+            f"max_len={max_len} is too short for a caption; use 4 or more"
+        )
     for t in templates:
         if t.count("{}") != 1:
             raise ValueError(f"template {t!r} must contain exactly one '{{}}'")
     vocab = vocab or caption_vocabulary()
     cfg = world_config(subset, heldout, max_objects=1, **world)
     scenes = make_scenes(n, seed=seed, split=split, config=cfg)
-    rng = np.random.default_rng([seed, 7, {"train": 0, "val": 1, "test": 2}[split]])
-    colour, shape, size = scenes.colour[:, 0], scenes.shape[:, 0], scenes.size[:, 0]
-    c, s, z, noisy = corrupt_captions(colour, shape, size, noise, cfg.allowed_combos(), rng)
+    rng = np.random.default_rng(
+        [seed, 7, {"train": 0, "val": 1, "test": 2}[split]]
+    )
+    colour, shape, size = (
+        scenes.colour[:, 0],
+        scenes.shape[:, 0],
+        scenes.size[:, 0],
+    )
+    c, s, z, noisy = corrupt_captions(
+        colour, shape, size, noise, cfg.allowed_combos(), rng
+    )
     phrasing = rng.integers(len(templates), size=n)
-    clean = [templates[k].format(describe(a, b, d)) for k, a, b, d in
-             zip(phrasing, colour.tolist(), shape.tolist(), size.tolist())]
-    used = [templates[k].format(describe(a, b, d)) for k, a, b, d in
-            zip(phrasing, c.tolist(), s.tolist(), z.tolist())]
+    clean = [
+        templates[k].format(describe(a, b, d))
+        for k, a, b, d in zip(
+            phrasing, colour.tolist(), shape.tolist(), size.tolist()
+        )
+    ]
+    used = [
+        templates[k].format(describe(a, b, d))
+        for k, a, b, d in zip(phrasing, c.tolist(), s.tolist(), z.tolist())
+    ]
 
     def encode(texts: list[str]) -> torch.Tensor:
         toks = vocab.encode_batch(texts, max_len, bos=bos_eos, eos=bos_eos)
         if bos_eos and any(len(vocab.split(t)) + 2 > max_len for t in texts):
-            raise ValueError(f"max_len={max_len} cuts captions short; the longest needs "
-                             f"{max(len(vocab.split(t)) for t in texts) + 2}")
+            raise ValueError(
+                f"max_len={max_len} cuts captions short; the longest needs "
+                f"{max(len(vocab.split(t)) for t in texts) + 2}"
+            )
         return toks
 
     text_id = (c * len(SHAPES) + s) * len(SIZES) + z
-    return ImageTextPairs(scenes.images, encode(used), encode(clean), used, clean,
-                          colour.clone(), shape.clone(), size.clone(), noisy, text_id, vocab, scenes)
+    return ImageTextPairs(
+        scenes.images,
+        encode(used),
+        encode(clean),
+        used,
+        clean,
+        colour.clone(),
+        shape.clone(),
+        size.clone(),
+        noisy,
+        text_id,
+        vocab,
+        scenes,
+    )
 
 
 # ----------------------------------------------------------------------------- questions
@@ -222,17 +301,28 @@ def _questions_for(scenes: Scenes, i: int) -> list[tuple[str, str, int]]:
     sizes = [SIZES[int(scenes.size[i, j])] for j in range(k)]
     out = []
     for j in range(k):
-        if shapes.count(shapes[j]) == 1:   # "the circle" names one object
+        if shapes.count(shapes[j]) == 1:  # "the circle" names one object
             out.append((f"what colour is the {shapes[j]} ?", colours[j], 0))
             out.append((f"what size is the {shapes[j]} ?", sizes[j], 2))
         if colours.count(colours[j]) == 1:  # "the red object" names one object
-            out.append((f"what shape is the {colours[j]} object ?", shapes[j], 1))
+            out.append(
+                (f"what shape is the {colours[j]} object ?", shapes[j], 1)
+            )
     return out
 
 
-def make_qa(n: int, *, seed: int = 0, split: str = "train", subset: str = "all",
-            heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS, max_objects: int = 2,
-            max_len: int = 8, vocab: Vocabulary | None = None, **world) -> QuestionAnswers:
+def make_qa(
+    n: int,
+    *,
+    seed: int = 0,
+    split: str = "train",
+    subset: str = "all",
+    heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS,
+    max_objects: int = 2,
+    max_len: int = 8,
+    vocab: Vocabulary | None = None,
+    **world,
+) -> QuestionAnswers:
     """``n`` (image, question, answer) triples about scenes of one to ``max_objects`` objects.
 
     Each scene gets one question drawn at random from those with a unique answer.
@@ -241,7 +331,9 @@ def make_qa(n: int, *, seed: int = 0, split: str = "train", subset: str = "all",
     cfg = world_config(subset, heldout, max_objects=max_objects, **world)
     # a few scenes (two objects alike in colour and shape) admit no question: draw spares, keep n
     scenes = make_scenes(n + n // 8 + 8, seed=seed, split=split, config=cfg)
-    rng = np.random.default_rng([seed, 11, {"train": 0, "val": 1, "test": 2}[split]])
+    rng = np.random.default_rng(
+        [seed, 11, {"train": 0, "val": 1, "test": 2}[split]]
+    )
     keep, qs, ans, kinds = [], [], [], []
     for i in range(len(scenes)):
         options = _questions_for(scenes, i)
@@ -252,35 +344,56 @@ def make_qa(n: int, *, seed: int = 0, split: str = "train", subset: str = "all",
         if len(keep) == n:
             break
     if len(keep) < n:
-        raise RuntimeError(f"only {len(keep)} of {n} scenes admit a question; draw more spares")
+        raise RuntimeError(
+            f"only {len(keep)} of {n} scenes admit a question; draw more spares"
+        )
     scenes = scenes.subset(keep)
     longest = max(len(vocab.split(q)) for q in qs)
     if longest > max_len:
-        raise ValueError(f"max_len={max_len} cuts questions short; the longest has {longest} words")
-    return QuestionAnswers(scenes.images, vocab.encode_batch(qs, max_len),
-                           torch.tensor([vocab.stoi[a] for a in ans]), torch.tensor(kinds),
-                           qs, ans, list(scenes.captions), vocab)
+        raise ValueError(
+            f"max_len={max_len} cuts questions short; the longest has {longest} words"
+        )
+    return QuestionAnswers(
+        scenes.images,
+        vocab.encode_batch(qs, max_len),
+        torch.tensor([vocab.stoi[a] for a in ans]),
+        torch.tensor(kinds),
+        qs,
+        ans,
+        list(scenes.captions),
+        vocab,
+    )
 
 
 # ----------------------------------------------------------------------------- matching test sets
 NEGATIVE_KINDS: tuple[str, ...] = ("random", "hard")
 
 
-def mismatched_captions(pairs: ImageTextPairs, kind: str = "random", seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+def mismatched_captions(
+    pairs: ImageTextPairs, kind: str = "random", seed: int = 0
+) -> tuple[torch.Tensor, list[str]]:
     """A wrong caption for every image: ``random`` (any other seen description) or ``hard`` (one attribute changed).
 
     Hard negatives change exactly one of colour, shape or size and stay among the combinations
     of the pairs' world, so a model must check every word against the image.
     """
     if kind not in NEGATIVE_KINDS:
-        raise ValueError(f"kind={kind!r} is unknown; allowed: {NEGATIVE_KINDS}")
+        raise ValueError(
+            f"kind={kind!r} is unknown; allowed: {NEGATIVE_KINDS}"
+        )
     rng = np.random.default_rng([seed, 13])
     allowed = set(map(tuple, pairs.scenes.config.allowed_combos()))
     texts = []
-    for c, s, z in zip(pairs.colour.tolist(), pairs.shape.tolist(), pairs.size.tolist()):
+    for c, s, z in zip(
+        pairs.colour.tolist(), pairs.shape.tolist(), pairs.size.tolist()
+    ):
         while True:
             if kind == "random":
-                cc, ss, zz = int(rng.integers(len(COLOUR_NAMES))), int(rng.integers(len(SHAPES))), int(rng.integers(len(SIZES)))
+                cc, ss, zz = (
+                    int(rng.integers(len(COLOUR_NAMES))),
+                    int(rng.integers(len(SHAPES))),
+                    int(rng.integers(len(SIZES))),
+                )
             else:
                 cc, ss, zz = c, s, z
                 which = rng.integers(3)
@@ -298,8 +411,9 @@ def mismatched_captions(pairs: ImageTextPairs, kind: str = "random", seed: int =
     return pairs.vocab.encode_batch(texts, L, bos=bos_eos, eos=bos_eos), texts
 
 
-def matching_test(pairs: ImageTextPairs, kind: str = "random", seed: int = 0
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def matching_test(
+    pairs: ImageTextPairs, kind: str = "random", seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A balanced image--text matching test: every image once with its true caption, once with a wrong one.
 
     Returns (image index ``[2N]``, caption ids ``[2N, L]``, label ``[2N]``: 1 = the caption fits).
@@ -307,4 +421,8 @@ def matching_test(pairs: ImageTextPairs, kind: str = "random", seed: int = 0
     neg, _ = mismatched_captions(pairs, kind, seed)
     n = len(pairs)
     index = torch.cat([torch.arange(n), torch.arange(n)])
-    return index, torch.cat([pairs.clean_tokens, neg]), torch.cat([torch.ones(n), torch.zeros(n)]).long()
+    return (
+        index,
+        torch.cat([pairs.clean_tokens, neg]),
+        torch.cat([torch.ones(n), torch.zeros(n)]).long(),
+    )

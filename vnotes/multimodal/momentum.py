@@ -9,6 +9,7 @@ average of the trained weights, never trained by gradients,
 and its normalised embeddings fill ring buffers (queues) that serve as extra negatives. BLIP
 (Li et al., 2022) keeps the same machinery, so it lives here once.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,9 +29,15 @@ class FeatureQueue(nn.Module):
         super().__init__()
         if size < 0:
             raise ValueError(f"queue size={size} must be non-negative")
-        self.register_buffer("image", F.normalize(torch.randn(size, dim), dim=1))
-        self.register_buffer("text", F.normalize(torch.randn(size, dim), dim=1))
-        self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))   # -1: never written
+        self.register_buffer(
+            "image", F.normalize(torch.randn(size, dim), dim=1)
+        )
+        self.register_buffer(
+            "text", F.normalize(torch.randn(size, dim), dim=1)
+        )
+        self.register_buffer(
+            "ids", torch.full((size,), -1, dtype=torch.long)
+        )  # -1: never written
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
     def contents(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -39,7 +46,9 @@ class FeatureQueue(nn.Module):
         return self.image[filled], self.text[filled], self.ids[filled]
 
     @torch.no_grad()
-    def push(self, image_feat: Tensor, text_feat: Tensor, text_id: Tensor) -> None:
+    def push(
+        self, image_feat: Tensor, text_feat: Tensor, text_id: Tensor
+    ) -> None:
         """Overwrite the oldest entries with the newest momentum embeddings."""
         Q = self.ids.shape[0]
         if Q == 0:
@@ -62,15 +71,29 @@ class MomentumDistillation:
 
     momentum: float
 
-    def init_momentum(self, parts: Sequence[str], momentum: float, queue_size: int, embed_dim: int) -> None:
+    def init_momentum(
+        self,
+        parts: Sequence[str],
+        momentum: float,
+        queue_size: int,
+        embed_dim: int,
+    ) -> None:
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum={momentum} must lie in [0, 1]")
-        missing = [name for name in parts if not isinstance(getattr(self, name, None), nn.Module)]
+        missing = [
+            name
+            for name in parts
+            if not isinstance(getattr(self, name, None), nn.Module)
+        ]
         if missing:
-            raise ValueError(f"momentum parts {missing} are not sub-modules of {type(self).__name__}")
+            raise ValueError(
+                f"momentum parts {missing} are not sub-modules of {type(self).__name__}"
+            )
         self.momentum = momentum
         # the momentum model: an EMA copy of every part that makes a target, never trained by gradients
-        self.momentum_model = nn.ModuleDict({name: copy.deepcopy(getattr(self, name)) for name in parts})
+        self.momentum_model = nn.ModuleDict(
+            {name: copy.deepcopy(getattr(self, name)) for name in parts}
+        )
         for p in self.momentum_model.parameters():
             p.requires_grad_(False)
         self.queue = FeatureQueue(queue_size, embed_dim)

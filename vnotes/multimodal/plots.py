@@ -1,4 +1,5 @@
 """Figures of chapter 7: similarity matrices, the held-out grid, retrievals, word--patch maps, captions."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -12,8 +13,12 @@ from ..plot import _to_hwc, overlay_heatmap
 from .data import COLOUR_NAMES, HELDOUT_COMBOS
 
 
-def plot_combo_grid(heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS, ax=None, values: Tensor | None = None,
-                    title: str = "colour-shape pairs: seen in training or held out"):
+def plot_combo_grid(
+    heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS,
+    ax=None,
+    values: Tensor | None = None,
+    title: str = "colour-shape pairs: seen in training or held out",
+):
     """The 6 x 6 grid of (colour, shape) pairs, held-out ones marked; optional per-pair ``values`` ``[6, 6]``."""
     if ax is None:
         _, ax = plt.subplots(figsize=(4.6, 4), layout="constrained")
@@ -24,16 +29,30 @@ def plot_combo_grid(heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS, ax=None
         ax.imshow(held, cmap="Greys", vmin=0, vmax=1.6)
         for i in range(held.shape[0]):
             for j in range(held.shape[1]):
-                ax.text(j, i, "held out" if held[i, j] else "seen", ha="center", va="center", fontsize=7,
-                        color="white" if held[i, j] else "black")
+                ax.text(
+                    j,
+                    i,
+                    "held out" if held[i, j] else "seen",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if held[i, j] else "black",
+                )
     else:
         v = np.asarray(values, dtype=float)
         im = ax.imshow(v, cmap="viridis", vmin=0, vmax=1)
         plt.colorbar(im, ax=ax, label="accuracy (share)")
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
-                ax.text(j, i, f"{v[i, j]:.2f}" + ("*" if held[i, j] else ""), ha="center", va="center", fontsize=7,
-                        color="black" if v[i, j] > 0.5 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{v[i, j]:.2f}" + ("*" if held[i, j] else ""),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if v[i, j] > 0.5 else "white",
+                )
     ax.set_xticks(range(len(SHAPES)), SHAPES, rotation=40, fontsize=8)
     ax.set_yticks(range(len(COLOUR_NAMES)), COLOUR_NAMES, fontsize=8)
     ax.set_xlabel("shape")
@@ -42,15 +61,32 @@ def plot_combo_grid(heldout: Sequence[tuple[str, str]] = HELDOUT_COMBOS, ax=None
     return ax
 
 
-def plot_similarity(sim: Tensor, images: Tensor, captions: Sequence[str],
-                    title: str = "cosine similarity of image i and caption j"):
+def plot_similarity(
+    sim: Tensor,
+    images: Tensor,
+    captions: Sequence[str],
+    title: str = "cosine similarity of image i and caption j",
+):
     """A similarity matrix with the images as a strip along the left edge and the captions along the bottom."""
     sim = sim.detach().float().cpu().numpy()
     n, m = sim.shape
-    fig, (ax_img, ax) = plt.subplots(1, 2, figsize=(0.5 * m + 3.2, 0.5 * n + 2.2), layout="constrained",
-                                     width_ratios=[1, m], sharey=True)
-    strip = np.concatenate([_to_hwc(images[i]) for i in range(n)], axis=0)      # [n * H, W, 3]
-    ax_img.imshow(strip, extent=(0, 1, n - 0.5, -0.5), aspect="auto", interpolation="nearest")
+    fig, (ax_img, ax) = plt.subplots(
+        1,
+        2,
+        figsize=(0.5 * m + 3.2, 0.5 * n + 2.2),
+        layout="constrained",
+        width_ratios=[1, m],
+        sharey=True,
+    )
+    strip = np.concatenate(
+        [_to_hwc(images[i]) for i in range(n)], axis=0
+    )  # [n * H, W, 3]
+    ax_img.imshow(
+        strip,
+        extent=(0, 1, n - 0.5, -0.5),
+        aspect="auto",
+        interpolation="nearest",
+    )
     ax_img.set_xticks([])
     ax_img.set_ylabel("image i")
     ax_img.set_yticks(range(n))
@@ -62,8 +98,14 @@ def plot_similarity(sim: Tensor, images: Tensor, captions: Sequence[str],
     return ax
 
 
-def plot_bars(values: Mapping[str, Mapping[str, float]], *, ylabel: str, chance: float | None = None, ax=None,
-              title: str | None = None):
+def plot_bars(
+    values: Mapping[str, Mapping[str, float]],
+    *,
+    ylabel: str,
+    chance: float | None = None,
+    ax=None,
+    title: str | None = None,
+):
     """Grouped bars: ``values[group][series]``, with an optional dashed chance line."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
@@ -76,7 +118,9 @@ def plot_bars(values: Mapping[str, Mapping[str, float]], *, ylabel: str, chance:
         bars = ax.bar(xs, ys, width, label=name)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     if chance is not None:
-        ax.axhline(chance, ls="--", color="grey", lw=1, label=f"chance ({chance:.3f})")
+        ax.axhline(
+            chance, ls="--", color="grey", lw=1, label=f"chance ({chance:.3f})"
+        )
     ax.set_xticks(range(len(groups)), groups, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.08)
@@ -86,44 +130,89 @@ def plot_bars(values: Mapping[str, Mapping[str, float]], *, ylabel: str, chance:
     return ax
 
 
-def show_ranked(queries: Sequence[str], images: Tensor, scores: Tensor, k: int = 6, subtitle: Sequence[str] | None = None):
+def show_ranked(
+    queries: Sequence[str],
+    images: Tensor,
+    scores: Tensor,
+    k: int = 6,
+    subtitle: Sequence[str] | None = None,
+):
     """For each text query (a row), the ``k`` images with the highest score, best first."""
     scores = scores.detach().float().cpu()
-    fig, axes = plt.subplots(len(queries), k, figsize=(1.3 * k + 1.6, 1.45 * len(queries)), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(queries),
+        k,
+        figsize=(1.3 * k + 1.6, 1.45 * len(queries)),
+        squeeze=False,
+        layout="constrained",
+    )
     for r, q in enumerate(queries):
         top = scores[r].topk(k)
         for c in range(k):
             ax = axes[r, c]
             ax.imshow(_to_hwc(images[top.indices[c]]), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
-            label = f"{top.values[c]:.2f}" if subtitle is None else subtitle[int(top.indices[c])]
+            label = (
+                f"{top.values[c]:.2f}"
+                if subtitle is None
+                else subtitle[int(top.indices[c])]
+            )
             ax.set_title(label, fontsize=7)
-        axes[r, 0].set_ylabel(q, rotation=0, ha="right", va="center", fontsize=8)
+        axes[r, 0].set_ylabel(
+            q, rotation=0, ha="right", va="center", fontsize=8
+        )
     return axes
 
 
-def show_word_maps(images: Tensor, words: Sequence[Sequence[str]], maps: Tensor, columns: Sequence[int]):
+def show_word_maps(
+    images: Tensor,
+    words: Sequence[Sequence[str]],
+    maps: Tensor,
+    columns: Sequence[int],
+):
     """For each image (a row): the image, then the attention map of each chosen word position over the image."""
     n = len(images)
-    fig, axes = plt.subplots(n, 1 + len(columns), figsize=(1.6 * (1 + len(columns)), 1.7 * n), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        n,
+        1 + len(columns),
+        figsize=(1.6 * (1 + len(columns)), 1.7 * n),
+        squeeze=False,
+        layout="constrained",
+    )
     for r in range(n):
         axes[r, 0].imshow(_to_hwc(images[r]), interpolation="nearest")
         axes[r, 0].axis("off")
-        axes[r, 0].set_title(" ".join(w for w in words[r] if not w.startswith("[")), fontsize=7)
+        axes[r, 0].set_title(
+            " ".join(w for w in words[r] if not w.startswith("[")), fontsize=7
+        )
         for c, pos in enumerate(columns):
-            overlay_heatmap(images[r], maps[r, pos], ax=axes[r, 1 + c], title=f"'{words[r][pos]}'")
+            overlay_heatmap(
+                images[r],
+                maps[r, pos],
+                ax=axes[r, 1 + c],
+                title=f"'{words[r][pos]}'",
+            )
     return axes
 
 
-def show_captions(images: Tensor, captions: Sequence[str], truth: Sequence[str] | None = None, ncols: int = 6,
-                  marks: Sequence[bool] | None = None):
+def show_captions(
+    images: Tensor,
+    captions: Sequence[str],
+    truth: Sequence[str] | None = None,
+    ncols: int = 6,
+    marks: Sequence[bool] | None = None,
+):
     """Images with generated captions under them (and the true caption, when given); ``marks`` tick right ones."""
     n = len(images)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 2.0 * nrows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(1.9 * ncols, 2.0 * nrows),
+        squeeze=False,
+        layout="constrained",
+    )
     for i, ax in enumerate(axes.reshape(-1)):
         ax.axis("off")
         if i >= n:

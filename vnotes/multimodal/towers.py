@@ -5,12 +5,18 @@
 * :class:`AttentionPool2d`, :class:`ResNetTower` -- CLIP's ResNet image encoder with attention pooling
 * :func:`image_tokens` -- any image tower's output as tokens ``[B, 1 + N, dim]`` for the fusion models
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from ..transformer import MultiHeadAttention, TransformerBlock, ViT, init_transformer_weights
+from ..transformer import (
+    MultiHeadAttention,
+    TransformerBlock,
+    ViT,
+    init_transformer_weights,
+)
 from .data import normalize_pixels
 
 
@@ -23,16 +29,34 @@ class TextTransformer(nn.Module):
     encoder (Devlin et al., 2019), summarised by its first token ([BOS] plays [CLS]).
     """
 
-    def __init__(self, vocab_size: int, dim: int = 64, depth: int = 2, num_heads: int = 4, max_len: int = 10,
-                 mlp_ratio: float = 4.0, causal: bool = True, pad_id: int = 0, eos_id: int | None = None,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
+        max_len: int = 10,
+        mlp_ratio: float = 4.0,
+        causal: bool = True,
+        pad_id: int = 0,
+        eos_id: int | None = None,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if causal and eos_id is None:
             raise ValueError("a causal text tower pools at [EOS]: give eos_id")
-        self.causal, self.pad_id, self.eos_id, self.max_len = causal, pad_id, eos_id, max_len
+        self.causal, self.pad_id, self.eos_id, self.max_len = (
+            causal,
+            pad_id,
+            eos_id,
+            max_len,
+        )
         self.token_embed = nn.Embedding(vocab_size, dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, max_len, dim))
-        self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, num_heads, mlp_ratio, dropout)
+            for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(dim)
         self.apply(init_transformer_weights)
         nn.init.normal_(self.token_embed.weight, std=0.02)
@@ -41,16 +65,25 @@ class TextTransformer(nn.Module):
     def embed(self, ids: Tensor) -> Tensor:
         """Token plus position embeddings ``[B, L, dim]``."""
         if ids.shape[1] > self.max_len:
-            raise ValueError(f"{ids.shape[1]} tokens exceed max_len={self.max_len}")
+            raise ValueError(
+                f"{ids.shape[1]} tokens exceed max_len={self.max_len}"
+            )
         return self.token_embed(ids) + self.pos_embed[:, : ids.shape[1]]
 
-    def forward_tokens(self, ids: Tensor, need_weights: bool = False) -> Tensor:
+    def forward_tokens(
+        self, ids: Tensor, need_weights: bool = False
+    ) -> Tensor:
         """Every token's features after the final LayerNorm, ``[B, L, dim]``."""
         x = self.embed(ids)
         # a causal tower never looks past [EOS], so padding needs no mask there
         pad = None if self.causal else ids == self.pad_id
         for block in self.blocks:
-            x = block(x, key_padding_mask=pad, is_causal=self.causal, need_weights=need_weights)
+            x = block(
+                x,
+                key_padding_mask=pad,
+                is_causal=self.causal,
+                need_weights=need_weights,
+            )
         return self.norm(x)
 
     def pool(self, ids: Tensor, tokens: Tensor) -> Tensor:
@@ -59,8 +92,10 @@ class TextTransformer(nn.Module):
             return tokens[:, 0]
         has_eos = (ids == self.eos_id).any(1)
         if not has_eos.all():
-            raise ValueError("every caption needs an [EOS] token for CLIP's pooling; encode with eos=True")
-        eos_at = (ids == self.eos_id).int().argmax(1)                      # [B]
+            raise ValueError(
+                "every caption needs an [EOS] token for CLIP's pooling; encode with eos=True"
+            )
+        eos_at = (ids == self.eos_id).int().argmax(1)  # [B]
         return tokens[torch.arange(ids.shape[0], device=ids.device), eos_at]
 
     def forward(self, ids: Tensor) -> Tensor:
@@ -78,17 +113,24 @@ class AttentionPool2d(nn.Module):
 
     def __init__(self, grid: int, channels: int, num_heads: int, out_dim: int):
         super().__init__()
-        self.pos_embed = nn.Parameter(torch.randn(1, grid * grid + 1, channels) / channels ** 0.5)
+        self.pos_embed = nn.Parameter(
+            torch.randn(1, grid * grid + 1, channels) / channels**0.5
+        )
         self.attn = MultiHeadAttention(channels, num_heads)
         self.proj = nn.Linear(channels, out_dim)
-        self.last_attention: Tensor | None = None                          # [B, heads, 1, 1 + h*w]
+        self.last_attention: Tensor | None = None  # [B, heads, 1, 1 + h*w]
 
     def forward(self, fmap: Tensor, need_weights: bool = False) -> Tensor:
         """``[B, C, h, w]`` -> ``[B, out_dim]``."""
-        tokens = fmap.flatten(2).transpose(1, 2)                            # [B, h*w, C]
+        tokens = fmap.flatten(2).transpose(1, 2)  # [B, h*w, C]
         # x = [mean_p x_p; x_1 .. x_hw] + E_pos
-        x = torch.cat([tokens.mean(1, keepdim=True), tokens], 1) + self.pos_embed   # [B, 1 + h*w, C]
-        out = self.attn(x[:, :1], x, x, need_weights=need_weights)         # the mean token queries all
+        x = (
+            torch.cat([tokens.mean(1, keepdim=True), tokens], 1)
+            + self.pos_embed
+        )  # [B, 1 + h*w, C]
+        out = self.attn(
+            x[:, :1], x, x, need_weights=need_weights
+        )  # the mean token queries all
         if need_weights:
             self.last_attention = self.attn.last_attention
         return self.proj(out[:, 0])
@@ -100,7 +142,9 @@ class AttentionPool2d(nn.Module):
         would return if that position had all the attention (the dense reading of MaskCLIP,
         Zhou, Loy & Dai, 2022). Fusion models attend to these tokens.
         """
-        x = fmap.flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]         # [B, h*w, C]
+        x = (
+            fmap.flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]
+        )  # [B, h*w, C]
         return self.proj(self.attn.out_proj(self.attn.v_proj(x)))
 
 
@@ -111,25 +155,38 @@ class ResNetTower(nn.Module):
 
     def __init__(self, cnn: nn.Module, grid: int, heads: int, out_dim: int):
         super().__init__()
-        if not hasattr(cnn, "forward_features") or not hasattr(cnn, "num_features"):
-            raise TypeError(f"{type(cnn).__name__} needs forward_features(x, pool=False) and num_features")
+        if not hasattr(cnn, "forward_features") or not hasattr(
+            cnn, "num_features"
+        ):
+            raise TypeError(
+                f"{type(cnn).__name__} needs forward_features(x, pool=False) and num_features"
+            )
         self.cnn = cnn
-        self.cnn.fc = nn.Identity()          # the classifier is never used, only the feature map
+        self.cnn.fc = (
+            nn.Identity()
+        )  # the classifier is never used, only the feature map
         self.attnpool = AttentionPool2d(grid, cnn.num_features, heads, out_dim)
         self.width = out_dim
 
     def forward(self, images: Tensor, need_weights: bool = False) -> Tensor:
         """``[B, 3, H, W]`` -> ``[B, out_dim]``."""
-        return self.attnpool(self.cnn.forward_features(images, pool=False), need_weights=need_weights)
+        return self.attnpool(
+            self.cnn.forward_features(images, pool=False),
+            need_weights=need_weights,
+        )
 
     def forward_tokens(self, images: Tensor) -> Tensor:
         """``[B, 1 + h*w, out_dim]``: the pooled embedding first (it plays [CLS]), then one token per position."""
-        fmap = self.cnn.forward_features(images, pool=False)                # [B, C, h, w]
-        return torch.cat([self.attnpool(fmap)[:, None], self.attnpool.dense(fmap)], 1)
+        fmap = self.cnn.forward_features(images, pool=False)  # [B, C, h, w]
+        return torch.cat(
+            [self.attnpool(fmap)[:, None], self.attnpool.dense(fmap)], 1
+        )
 
 
 # ----------------------------------------------------------------------------- tokens for fusion
-def image_tokens(visual: ViT | ResNetTower, images: Tensor, need_weights: bool = False) -> Tensor:
+def image_tokens(
+    visual: ViT | ResNetTower, images: Tensor, need_weights: bool = False
+) -> Tensor:
     """Normalise pixels and run an image tower: ``[B, 3, H, W]`` -> tokens ``[B, 1 + N, dim]`` ([CLS] first)."""
     x = normalize_pixels(images)
     if isinstance(visual, ResNetTower):

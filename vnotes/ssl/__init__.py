@@ -9,15 +9,77 @@
 
 Encoders come from earlier chapters: :func:`vnotes.cnn.resnet_mini` and :class:`vnotes.transformer.ViT`.
 """
-from .augment import MultiCrop, ViewAugment, torchvision_pipeline
-from .evaluation import (READOUTS, attention_on_object, cls_attention, effective_rank, evaluate_features, extract_features,
-                         knn_accuracy, knn_classify, linear_probe, normalized_std, patch_average)
-from .losses import (byol_loss, dino_loss, hard_negative_nt_xent, info_nce, negative_weights, nt_xent,
-                     nt_xent_reference, sinkhorn_knopp, swav_loss)
-from .methods import BYOL, DINO, PAPER_SETTINGS, DINOHead, MLPHead, MoCo, SimCLR, SwAV, encode, ssl_step
 
-__all__ = ["READOUTS", "BYOL", "DINO", "DINOHead", "MLPHead", "MoCo", "MultiCrop", "PAPER_SETTINGS", "SimCLR", "SwAV",
-           "ViewAugment", "attention_on_object", "byol_loss", "cls_attention", "dino_loss", "effective_rank", "encode",
-           "evaluate_features", "extract_features", "hard_negative_nt_xent", "info_nce", "knn_accuracy",
-           "knn_classify", "linear_probe", "negative_weights", "normalized_std", "nt_xent", "nt_xent_reference", "patch_average",
-           "sinkhorn_knopp", "ssl_step", "swav_loss", "torchvision_pipeline"]
+from .augment import MultiCrop, ViewAugment, torchvision_pipeline
+from .evaluation import (
+    READOUTS,
+    attention_on_object,
+    cls_attention,
+    effective_rank,
+    evaluate_features,
+    extract_features,
+    knn_accuracy,
+    knn_classify,
+    linear_probe,
+    normalized_std,
+    patch_average,
+)
+from .losses import (
+    byol_loss,
+    dino_loss,
+    hard_negative_nt_xent,
+    info_nce,
+    negative_weights,
+    nt_xent,
+    nt_xent_reference,
+    sinkhorn_knopp,
+    swav_loss,
+)
+from .methods import (
+    BYOL,
+    DINO,
+    PAPER_SETTINGS,
+    DINOHead,
+    MLPHead,
+    MoCo,
+    SimCLR,
+    SwAV,
+    encode,
+    ssl_step,
+)
+
+__all__ = [
+    "READOUTS",
+    "BYOL",
+    "DINO",
+    "DINOHead",
+    "MLPHead",
+    "MoCo",
+    "MultiCrop",
+    "PAPER_SETTINGS",
+    "SimCLR",
+    "SwAV",
+    "ViewAugment",
+    "attention_on_object",
+    "byol_loss",
+    "cls_attention",
+    "dino_loss",
+    "effective_rank",
+    "encode",
+    "evaluate_features",
+    "extract_features",
+    "hard_negative_nt_xent",
+    "info_nce",
+    "knn_accuracy",
+    "knn_classify",
+    "linear_probe",
+    "negative_weights",
+    "normalized_std",
+    "nt_xent",
+    "nt_xent_reference",
+    "patch_average",
+    "sinkhorn_knopp",
+    "ssl_step",
+    "swav_loss",
+    "torchvision_pipeline",
+]

@@ -7,6 +7,7 @@ that the roll brought together from opposite edges. Every window adds a learned 
 depends only on the relative position of two tokens. Between stages, patch merging
 concatenates each 2 x 2 group of tokens (4C channels) and projects them to 2C, halving the grid.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import MLP, init_transformer_weights, scaled_dot_product_attention
+from .attention import (
+    MLP,
+    init_transformer_weights,
+    scaled_dot_product_attention,
+)
 from .vit import PatchEmbedding
 
 
@@ -25,20 +30,30 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
     B, H, W, C = x.shape
     M = window_size
     if H % M or W % M:
-        raise ValueError(f"window_size={M} does not divide the {H}x{W} token grid")
-    x = x.view(B, H // M, M, W // M, M, C).permute(0, 1, 3, 2, 4, 5)   # [B, H/M, W/M, M, M, C]
+        raise ValueError(
+            f"window_size={M} does not divide the {H}x{W} token grid"
+        )
+    x = x.view(B, H // M, M, W // M, M, C).permute(
+        0, 1, 3, 2, 4, 5
+    )  # [B, H/M, W/M, M, M, C]
     return x.reshape(-1, M * M, C)
 
 
-def window_reverse(windows: Tensor, window_size: int, H: int, W: int) -> Tensor:
+def window_reverse(
+    windows: Tensor, window_size: int, H: int, W: int
+) -> Tensor:
     """Inverse of :func:`window_partition`: ``[B * nW, M * M, C]`` -> ``[B, H, W, C]``."""
     M = window_size
     C = windows.shape[-1]
-    x = windows.view(-1, H // M, W // M, M, M, C).permute(0, 1, 3, 2, 4, 5)   # [B, H/M, M, W/M, M, C]
+    x = windows.view(-1, H // M, W // M, M, M, C).permute(
+        0, 1, 3, 2, 4, 5
+    )  # [B, H/M, M, W/M, M, C]
     return x.reshape(-1, H, W, C)
 
 
-def shifted_window_regions(H: int, W: int, window_size: int, shift: int) -> Tensor:
+def shifted_window_regions(
+    H: int, W: int, window_size: int, shift: int
+) -> Tensor:
     """Region ids ``[H, W]`` of the rolled grid: tokens with different ids came from different parts of the image.
 
     After rolling by ``shift``, the last M - shift ... rows mix tokens from the bottom edge with
@@ -55,15 +70,25 @@ def shifted_window_regions(H: int, W: int, window_size: int, shift: int) -> Tens
     return regions
 
 
-def shifted_window_mask(H: int, W: int, window_size: int, shift: int) -> Tensor:
+def shifted_window_mask(
+    H: int, W: int, window_size: int, shift: int
+) -> Tensor:
     """Boolean ``[nW, M*M, M*M]``, True where two tokens of a shifted window may attend to each other."""
     if shift == 0:
-        return torch.ones((H // window_size) * (W // window_size), window_size ** 2, window_size ** 2,
-                          dtype=torch.bool)
+        return torch.ones(
+            (H // window_size) * (W // window_size),
+            window_size**2,
+            window_size**2,
+            dtype=torch.bool,
+        )
     if not 0 < shift < window_size:
-        raise ValueError(f"shift={shift} must lie in (0, window_size={window_size})")
+        raise ValueError(
+            f"shift={shift} must lie in (0, window_size={window_size})"
+        )
     regions = shifted_window_regions(H, W, window_size, shift)
-    ids = window_partition(regions[None, :, :, None], window_size)[..., 0]    # [nW, M*M]
+    ids = window_partition(regions[None, :, :, None], window_size)[
+        ..., 0
+    ]  # [nW, M*M]
     # attend only within the same region: same id <=> neighbours in the original image
     return ids[:, :, None] == ids[:, None, :]
 
@@ -71,9 +96,13 @@ def shifted_window_mask(H: int, W: int, window_size: int, shift: int) -> Tensor:
 def relative_position_index(window_size: int) -> Tensor:
     """``[M*M, M*M]`` index into the ``(2M-1)^2`` bias table for every pair of tokens in a window."""
     M = window_size
-    coords = torch.stack(torch.meshgrid(torch.arange(M), torch.arange(M), indexing="ij")).flatten(1)   # [2, M*M]
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(M), torch.arange(M), indexing="ij")
+    ).flatten(1)  # [2, M*M]
     # relative offset (dy, dx) of token j seen from token i, each in -(M-1)..M-1, shifted to 0..2M-2
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (M - 1)                           # [M*M, M*M, 2]
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (
+        M - 1
+    )  # [M*M, M*M, 2]
     return rel[..., 0] * (2 * M - 1) + rel[..., 1]
 
 
@@ -86,49 +115,89 @@ class WindowAttention(nn.Module):
     def __init__(self, dim: int, window_size: int, num_heads: int):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim={dim} must be a multiple of num_heads={num_heads}")
-        self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
+            raise ValueError(
+                f"dim={dim} must be a multiple of num_heads={num_heads}"
+            )
+        self.dim, self.window_size, self.num_heads = (
+            dim,
+            window_size,
+            num_heads,
+        )
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         # B_hat in R^{(2M-1) x (2M-1)} per head; B is read from it by relative offset
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads)
+        )
+        self.register_buffer(
+            "relative_position_index",
+            relative_position_index(window_size),
+            persistent=False,
+        )
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.last_attention: Tensor | None = None     # [B * nW, heads, M*M, M*M]
+        self.last_attention: Tensor | None = None  # [B * nW, heads, M*M, M*M]
 
     def relative_position_bias(self) -> Tensor:
         """``[heads, M*M, M*M]``: the bias added to every window's attention scores."""
-        N = self.window_size ** 2
-        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]   # [N*N, heads]
+        N = self.window_size**2
+        bias = self.relative_position_bias_table[
+            self.relative_position_index.reshape(-1)
+        ]  # [N*N, heads]
         return bias.view(N, N, self.num_heads).permute(2, 0, 1)
 
-    def forward(self, windows: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> Tensor:
+    def forward(
+        self,
+        windows: Tensor,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> Tensor:
         """``windows``: ``[B * nW, N, C]``; ``mask``: bool ``[nW, N, N]`` (True = attend) or None."""
         Bw, N, C = windows.shape
-        qkv = self.qkv(windows).view(Bw, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]                               # [B * nW, heads, N, d]
-        bias = self.relative_position_bias()[None]                     # [1, heads, N, N]
+        qkv = (
+            self.qkv(windows)
+            .view(Bw, N, 3, self.num_heads, C // self.num_heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        q, k, v = qkv[0], qkv[1], qkv[2]  # [B * nW, heads, N, d]
+        bias = self.relative_position_bias()[None]  # [1, heads, N, N]
         if mask is not None:
             nW = mask.shape[0]
-            blocked = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+            blocked = torch.zeros(
+                mask.shape, dtype=q.dtype, device=q.device
+            ).masked_fill(~mask, float("-inf"))
             # [B, nW, heads, N, N]: each window gets its own mask, every image the same ones
             bias = bias[None] + blocked[None, :, None]
-            bias = bias.expand(Bw // nW, -1, -1, -1, -1).reshape(Bw, self.num_heads, N, N)
+            bias = bias.expand(Bw // nW, -1, -1, -1, -1).reshape(
+                Bw, self.num_heads, N, N
+            )
         if need_weights:
-            out, weights = scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            out, weights = scaled_dot_product_attention(
+                q, k, v, attn_mask=bias
+            )
             self.last_attention = weights.detach()
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias.to(q.dtype)
+            )
         return self.proj(out.transpose(1, 2).reshape(Bw, N, C))
 
 
 class SwinBlock(nn.Module):
     """One Swin block: z = x + (S)W-MSA(LN(x)); out = z + MLP(LN(z)) (Liu et al., 2021, Eq. 3)."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int = 0, mlp_ratio: float = 4.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int = 0,
+        mlp_ratio: float = 4.0,
+    ):
         super().__init__()
         if not 0 <= shift_size < window_size:
-            raise ValueError(f"shift_size={shift_size} must lie in [0, window_size={window_size})")
+            raise ValueError(
+                f"shift_size={shift_size} must lie in [0, window_size={window_size})"
+            )
         self.window_size, self.shift_size = window_size, shift_size
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window_size, num_heads)
@@ -147,7 +216,9 @@ class SwinBlock(nn.Module):
             return None
         key = (H, W, str(device))
         if key not in self._masks:
-            self._masks[key] = shifted_window_mask(H, W, self.window_size, shift).to(device)
+            self._masks[key] = shifted_window_mask(
+                H, W, self.window_size, shift
+            ).to(device)
         return self._masks[key]
 
     def forward(self, x: Tensor, need_weights: bool = False) -> Tensor:
@@ -159,7 +230,7 @@ class SwinBlock(nn.Module):
         if shift:
             # cyclic shift up-left by M/2: the new windows straddle the old borders
             h = torch.roll(h, shifts=(-shift, -shift), dims=(1, 2))
-        windows = window_partition(h, M)                                         # [B * nW, M*M, C]
+        windows = window_partition(h, M)  # [B * nW, M*M, C]
         windows = self.attn(windows, self.mask(H, W, x.device), need_weights)
         h = window_reverse(windows, M, H, W)
         if shift:
@@ -181,23 +252,44 @@ class PatchMerging(nn.Module):
         if H % 2 or W % 2:
             raise ValueError(f"patch merging needs an even grid, got {H}x{W}")
         # the four tokens of each 2x2 group, in the paper's order: (0,0), (1,0), (0,1), (1,1)
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x))                                     # [B, H/2, W/2, 2C]
+        x = torch.cat(
+            [
+                x[:, 0::2, 0::2],
+                x[:, 1::2, 0::2],
+                x[:, 0::2, 1::2],
+                x[:, 1::2, 1::2],
+            ],
+            dim=-1,
+        )
+        return self.reduction(self.norm(x))  # [B, H/2, W/2, 2C]
 
 
 # --------------------------------------------------------------------------- the model
 class Swin(nn.Module):
     """Swin Transformer (Liu et al., 2021): patch embedding, stages of (S)W-MSA blocks and patch merging, pooled head."""
 
-    def __init__(self, image_size: int = 32, patch_size: int = 2, in_channels: int = 3, num_classes: int = 10,
-                 embed_dim: int = 32, depths: tuple[int, ...] = (2, 2), num_heads: tuple[int, ...] = (2, 4),
-                 window_size: int = 4, mlp_ratio: float = 4.0):
+    def __init__(
+        self,
+        image_size: int = 32,
+        patch_size: int = 2,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        embed_dim: int = 32,
+        depths: tuple[int, ...] = (2, 2),
+        num_heads: tuple[int, ...] = (2, 4),
+        window_size: int = 4,
+        mlp_ratio: float = 4.0,
+    ):
         super().__init__()
         if len(depths) != len(num_heads):
-            raise ValueError(f"depths={depths} and num_heads={num_heads} need one entry per stage")
+            raise ValueError(
+                f"depths={depths} and num_heads={num_heads} need one entry per stage"
+            )
         grid = image_size // patch_size
         if image_size % patch_size or grid % (2 ** (len(depths) - 1)):
-            raise ValueError(f"image_size={image_size} / patch_size={patch_size} must halve {len(depths) - 1} times")
+            raise ValueError(
+                f"image_size={image_size} / patch_size={patch_size} must halve {len(depths) - 1} times"
+            )
         self.patch_size, self.window_size = patch_size, window_size
         self.patch_embed = PatchEmbedding(patch_size, in_channels, embed_dim)
         self.patch_norm = nn.LayerNorm(embed_dim)
@@ -206,10 +298,18 @@ class Swin(nn.Module):
         dim = embed_dim
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             # blocks alternate W-MSA (no shift) and SW-MSA (shift M/2)
-            self.stages.append(nn.ModuleList(
-                SwinBlock(dim, heads, window_size, shift_size=0 if j % 2 == 0 else window_size // 2,
-                          mlp_ratio=mlp_ratio)
-                for j in range(depth)))
+            self.stages.append(
+                nn.ModuleList(
+                    SwinBlock(
+                        dim,
+                        heads,
+                        window_size,
+                        shift_size=0 if j % 2 == 0 else window_size // 2,
+                        mlp_ratio=mlp_ratio,
+                    )
+                    for j in range(depth)
+                )
+            )
             if i < len(depths) - 1:
                 self.merges.append(PatchMerging(dim))
                 dim *= 2
@@ -218,10 +318,14 @@ class Swin(nn.Module):
         self.head = nn.Linear(dim, num_classes)
         self.apply(init_transformer_weights)
 
-    def forward_features(self, x: Tensor, need_weights: bool = False) -> Tensor:
+    def forward_features(
+        self, x: Tensor, need_weights: bool = False
+    ) -> Tensor:
         """The last stage's token grid after the final LayerNorm, ``[B, H', W', C']``."""
         tokens, (gh, gw) = self.patch_embed(x)
-        x = self.patch_norm(tokens).view(x.shape[0], gh, gw, -1)             # [B, H/P, W/P, C]
+        x = self.patch_norm(tokens).view(
+            x.shape[0], gh, gw, -1
+        )  # [B, H/P, W/P, C]
         for i, stage in enumerate(self.stages):
             for block in stage:
                 x = block(x, need_weights=need_weights)
@@ -254,8 +358,15 @@ SWIN_CONFIGS: dict[str, SwinConfig] = {
 
 def _swin_from_table(name: str, num_classes: int) -> Swin:
     cfg = SWIN_CONFIGS[name]
-    return Swin(image_size=224, patch_size=4, num_classes=num_classes, embed_dim=cfg.embed_dim, depths=cfg.depths,
-                num_heads=cfg.num_heads, window_size=cfg.window_size)
+    return Swin(
+        image_size=224,
+        patch_size=4,
+        num_classes=num_classes,
+        embed_dim=cfg.embed_dim,
+        depths=cfg.depths,
+        num_heads=cfg.num_heads,
+        window_size=cfg.window_size,
+    )
 
 
 def swin_t(num_classes: int = 1000) -> Swin:
@@ -273,8 +384,22 @@ def swin_b(num_classes: int = 1000) -> Swin:
     return _swin_from_table("Swin-B", num_classes)
 
 
-def swin_toy(num_classes: int = 6, image_size: int = 32, embed_dim: int = 32, depths: tuple[int, ...] = (2, 2),
-             num_heads: tuple[int, ...] = (2, 4), window_size: int = 4, patch_size: int = 2) -> Swin:
+def swin_toy(
+    num_classes: int = 6,
+    image_size: int = 32,
+    embed_dim: int = 32,
+    depths: tuple[int, ...] = (2, 2),
+    num_heads: tuple[int, ...] = (2, 4),
+    window_size: int = 4,
+    patch_size: int = 2,
+) -> Swin:
     """A two-stage Swin for 32 x 32 toy-world images: 16 x 16 tokens in 4 x 4 windows, then 8 x 8 after merging."""
-    return Swin(image_size=image_size, patch_size=patch_size, num_classes=num_classes, embed_dim=embed_dim,
-                depths=depths, num_heads=num_heads, window_size=window_size)
+    return Swin(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=num_heads,
+        window_size=window_size,
+    )
