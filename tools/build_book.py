@@ -182,10 +182,17 @@ def executed_path(stem: str, scale: str) -> Path:
 
 
 def _execute_one(src: Path, dst: Path, timeout: int) -> None:
-    """Child process: execute ``src`` top to bottom in a fresh kernel, write it to ``dst`` even on error."""
+    """Child process: execute ``src`` top to bottom in a fresh kernel, write it to ``dst`` even on error.
+
+    The notebook is written as soon as its last cell has run, and the process then exits without the
+    client's kernel shutdown: that handshake was seen to hang here after every cell had run (kernel and
+    client both idle). The kernel notices its parent is gone and exits by itself (ipykernel's parent poller).
+    """
+    import asyncio
+
     import nbformat
+    from jupyter_core.utils import ensure_async
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(src, as_version=4)
     t0 = time.perf_counter()
@@ -207,19 +214,40 @@ def _execute_one(src: Path, dst: Path, timeout: int) -> None:
         resources={"metadata": {"path": str(src.parent)}},
         on_cell_executed=executed,
     )
-    failed = None
-    try:
-        client.execute()
-    except CellExecutionError as err:
-        failed = err
-    finally:
+
+    def write() -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.tmp")
         nbformat.write(nb, tmp)
         os.replace(tmp, dst)
-    if failed is not None:
-        print(str(failed)[-3000:], file=sys.stderr)
-        sys.exit(1)
+
+    async def run() -> None:
+        failed: BaseException | None = None
+        async with client.async_setup_kernel():
+            try:
+                # what NotebookClient.execute does, minus the kernel shutdown at the end
+                info = await client.async_wait_for_reply(
+                    await ensure_async(client.kc.kernel_info())
+                )
+                if info is not None and "language_info" in info["content"]:
+                    nb.metadata["language_info"] = info["content"][
+                        "language_info"
+                    ]
+                for index, cell in enumerate(nb.cells):
+                    await client.async_execute_cell(
+                        cell,
+                        index,
+                        execution_count=client.code_cells_executed + 1,
+                    )
+            except Exception as err:  # a cell raised or timed out, or the kernel died: keep what ran
+                failed = err
+            client.set_widgets_metadata()
+            write()
+            if failed is not None:
+                print(str(failed)[-3000:], file=sys.stderr, flush=True)
+            os._exit(1 if failed is not None else 0)
+
+    asyncio.run(run())
 
 
 HANG_SECONDS = 120
@@ -293,10 +321,15 @@ def _run_page(
                 "/proc/self/stat"
             ).exists():  # no /proc (not Linux): no watchdog
                 continue
-            now = time.monotonic()
+            now, cpu = time.monotonic(), _tree_cpu_seconds(proc.pid)
+            if (
+                proc.poll() is not None
+            ):  # it exited meanwhile (its kernel, now orphaned, no longer counts)
+                break
+            cpu = max(cpu, samples[-1][1]) if samples else cpu
             samples = [
                 s for s in samples if now - s[0] <= HANG_SECONDS + 3
-            ] + [(now, _tree_cpu_seconds(proc.pid))]
+            ] + [(now, cpu)]
             # hung: a whole window in which the page used almost no CPU (a working page uses ~100% of a core;
             # an idle kernel and its client still tick a little: heartbeats, event loops)
             idle_cpu = max(0.02 * HANG_SECONDS, 0.5)
@@ -311,12 +344,15 @@ def _run_page(
         log = "".join(output)[-3000:]
         if not hung:
             return proc.returncode == 0, time.perf_counter() - start, log
+        last = " | ".join(
+            line.strip() for line in log.strip().splitlines()[-2:]
+        )
         log = (
             f"hung (no CPU use for {HANG_SECONDS} s) on attempt {attempt}; "
             + log
         )
         print(
-            f"  {stem}: hung on attempt {attempt} of {attempts} (no CPU use for {HANG_SECONDS} s); "
+            f"  {stem}: hung on attempt {attempt} of {attempts} (no CPU use for {HANG_SECONDS} s; last: {last}); "
             + ("running it again" if attempt < attempts else "giving up"),
             flush=True,
         )
