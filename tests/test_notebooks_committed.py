@@ -52,9 +52,9 @@ def test_notebook_is_stripped_and_conventional(nb):
     assert 'os.environ.get("VNOTES_SCALE"' in src(params[0]), (
         "the parameters cell reads VNOTES_SCALE"
     )
-    assert f'Recorder("{nb.stem}"' in "".join(src(c) for c in code), (
-        f"records metrics as Recorder({nb.stem!r}, ...)"
-    )
+    assert re.search(
+        rf'Recorder\(\s*"{nb.stem}"', "".join(src(c) for c in code)
+    ), f"records metrics as Recorder({nb.stem!r}, ...)"
     assert (THRESHOLDS / f"{nb.stem}.toml").exists(), (
         f"tests/thresholds/{nb.stem}.toml is missing"
     )

@@ -23,9 +23,8 @@ if "google.colab" in sys.modules or os.environ.get("VNOTES_PIP_SOURCE"):
 # %% tags=["parameters"]
 import os
 
-scale = os.environ.get(
-    "VNOTES_SCALE", "default"
-)  # "smoke" (seconds), "default" (2-core CPU, up to 150 s), "full" (GPU)
+# "smoke" (seconds), "default" (2-core CPU, up to 150 s), "full" (GPU)
+scale = os.environ.get("VNOTES_SCALE", "default")
 
 # %%
 from vnotes import Recorder, describe, pick_device, resolve_scale
