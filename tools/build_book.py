@@ -363,13 +363,18 @@ def _run_page(
 
 
 def _expected_seconds(scale: str) -> dict[str, float]:
-    """Last known wall time of each page (this machine's previous build, else the benchmark record)."""
+    """Last known wall time of each page: this machine's previous build, else the benchmark record
+    (this CPU's section first, then any other machine's)."""
     guess: dict[str, float] = {}
     if RUNTIMES_JSON.exists():
-        for m in (
-            json.loads(RUNTIMES_JSON.read_text()).get("machines", {}).values()
+        machines = json.loads(RUNTIMES_JSON.read_text()).get("machines", {})
+        cpu = machine()["cpu"]
+        for label in sorted(
+            machines, key=lambda label: not label.startswith(cpu)
         ):
-            for stem, s in m.get("pages", {}).get(scale, {}).items():
+            for stem, s in (
+                machines[label].get("pages", {}).get(scale, {}).items()
+            ):
                 guess.setdefault(stem, s)
     for p in (
         (BUILD / "executed" / scale).glob("*.ipynb")
