@@ -640,24 +640,32 @@ def status_page(
         (r["scale"] for r in records.values() if r.get("scale")), "default"
     )
     total = sum(r.get("seconds") or 0 for r in records.values())
+    summary = BUILD / f"execution-{scale}.json"
+    run = json.loads(summary.read_text()) if summary.exists() else {}
+    wall = (
+        f"; this build's last run executed {len(run['executed'])} of them, {run['jobs']} at a time, "
+        f"in {run['wall_s'] / 60:.1f} minutes of wall time"
+        if run.get("executed")
+        else ""
+    )
     slowest = max(records.items(), key=lambda kv: kv[1].get("seconds") or 0)
     lines = [
         "# Build status",
         "",
         f"Every chapter page of this build was executed at scale `{scale}` on {machine_line(m)}. "
-        f"Together the pages took {total / 60:.1f} minutes of kernel time; executed two at a time, the build's wall "
-        f"time is about half that. The slowest page was {slowest[0]} ({_fmt_s(slowest[1].get('seconds') or 0)}). "
-        "A page marked *reused* was not executed again: nothing it depends on changed since the date shown.",
+        f"Together the pages took {total / 60:.1f} minutes of kernel time{wall}. The slowest page was "
+        f"{slowest[0]} ({_fmt_s(slowest[1].get('seconds') or 0)}). A page marked *reused* was not executed "
+        "again: nothing it depends on had changed since the date shown.",
         "",
-        f"| page | {scale} (wall s) | smoke (s) | executed on | |",
-        "|---|---|---|---|---|",
+        f"| page | {scale} (wall s) | smoke (s) | executed on |",
+        "|---|---|---|---|",
     ]
     for stem in stems:
         r = records.get(stem, {})
         sm = f"{smoke[stem]:.0f}" if stem in smoke else "–"
+        reused = " (reused)" if r.get("reused") else ""
         lines.append(
-            f"| [{stem}](chapters/{stem}.ipynb) | {r.get('seconds', '–')} | {sm} | {r.get('date', '–')} | "
-            f"{'reused' if r.get('reused') else ''} |"
+            f"| [{stem}](chapters/{stem}.ipynb) | {r.get('seconds', '–')} | {sm} | {r.get('date', '–')}{reused} |"
         )
     lines += [
         "",
