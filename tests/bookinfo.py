@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import operator
+import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import yaml
 
@@ -57,8 +60,63 @@ def thresholds(notebook: str) -> dict:
     return tomllib.loads(path.read_text())
 
 
-def check(value: float, rule: str) -> bool:
-    op, _, number = rule.strip().partition(" ")
-    if op not in OPS:
-        raise ValueError(f"rule {rule!r} must start with one of {list(OPS)}")
-    return OPS[op](value, float(number))
+class RuleError(ValueError):
+    """A threshold rule that cannot be read, or that names a metric the notebook did not record."""
+
+
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+RULE = re.compile(
+    rf"\s*(?P<op><=|>=|==|<|>)\s*(?:(?P<number>{NUMBER})|(?P<metric>[A-Za-z_]\w*)"
+    rf"(?:\s*(?P<arith>[-+*])\s*(?P<operand>{NUMBER}))?)\s*"
+)
+ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``OP NUMBER`` or ``OP METRIC [(+|-|*) NUMBER]``: a bound that is a number or another metric of the same run."""
+
+    text: str
+    op: str
+    number: float | None = None
+    metric: str | None = None
+    arith: str | None = None
+    operand: float | None = None
+
+    def bound(self, metrics: Mapping[str, float] | None = None) -> float:
+        """The right-hand side's value, reading ``metrics`` when it names one."""
+        if self.metric is None:
+            return self.number
+        if metrics is None or self.metric not in metrics:
+            raise RuleError(
+                f"rule {self.text!r} compares with metric {self.metric!r}, which was not recorded"
+            )
+        value = float(metrics[self.metric])
+        return ARITH[self.arith](value, self.operand) if self.arith else value
+
+
+def parse_rule(rule: str) -> Rule:
+    """Read a threshold rule: ``">= 0.95"``, ``">= static_accuracy + 0.01"``, ``"<= vae_loss * 0.5"``."""
+    m = RULE.fullmatch(rule) if isinstance(rule, str) else None
+    if m is None:
+        raise RuleError(
+            f"rule {rule!r} is malformed: write OP NUMBER or OP METRIC [+|-|* NUMBER],"
+            f" OP one of {list(OPS)} (e.g. '>= 0.95', '>= other_metric + 0.01')"
+        )
+    number, operand = m["number"], m["operand"]
+    return Rule(
+        text=rule,
+        op=m["op"],
+        number=float(number) if number is not None else None,
+        metric=m["metric"],
+        arith=m["arith"],
+        operand=float(operand) if operand is not None else None,
+    )
+
+
+def check(
+    value: float, rule: str, metrics: Mapping[str, float] | None = None
+) -> bool:
+    """Whether ``value`` meets ``rule``; ``metrics`` (the run's recorded metrics) resolves a metric on the right."""
+    parsed = parse_rule(rule)
+    return OPS[parsed.op](value, parsed.bound(metrics))

@@ -48,6 +48,9 @@ def test_recorder_writes_per_scale(tmp_path):
         rec("bad", float("nan"))
     with pytest.raises(TypeError, match="must be a number"):
         rec("bad", "high")
+    with pytest.raises(ValueError, match="scale='Default'.*smoke, default"):
+        Recorder("99_demo", "Default", directory=tmp_path)
+    assert not (tmp_path / "Default").exists()
     Recorder(
         "99_demo", "smoke", directory=tmp_path
     )  # a new run starts the file afresh

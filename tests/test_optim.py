@@ -96,6 +96,17 @@ def test_bad_arguments_are_named():
         vo.trajectory("sphere", "SGD")
 
 
+def test_train_with_names_bad_optimizer_and_switch():
+    with pytest.raises(ValueError, match="optimizer 'Lion' is unknown.*AdamW"):
+        vo.train_with("Lion", dict(lr=1e-3), epochs=2)
+    with pytest.raises(ValueError, match="optimizer 'sgd' is unknown.*SGD"):
+        vo.train_with("Adam", {}, epochs=2, then=("sgd", {}, 1))
+    with pytest.raises(ValueError, match="epoch 5, outside.*epochs=3"):
+        vo.train_with("Adam", {}, epochs=3, then=("SGD", dict(lr=0.1), 5))
+    with pytest.raises(ValueError, match="epoch -1"):
+        vo.train_with("Adam", {}, epochs=3, then=("SGD", dict(lr=0.1), -1))
+
+
 def _torch_lrs(make_sched, steps, base=1.0):
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=base)

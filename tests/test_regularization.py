@@ -15,6 +15,7 @@ from vnotes.regularization import (
     BatchNorm2d,
     Dropout,
     Recipe,
+    accuracy_of,
     augment_batch,
     balanced_subset,
     bootstrap_indices,
@@ -545,6 +546,8 @@ def test_balanced_subset_kfold_and_bootstrap():
     )  # about 1 - 1/e of the examples appear
     with pytest.raises(ValueError, match="k=1"):
         kfold_indices(labels, k=1)
+    with pytest.raises(ValueError, match="n=0"):
+        bootstrap_indices(0, seed=0)
 
 
 def test_small_digits_is_balanced_and_fixed():
@@ -584,6 +587,9 @@ def test_builders_shapes_and_errors():
         epochs_for_steps(100, 20, 500) == 100
         and epochs_for_steps(1000, 20, 500) == 10
     )
+    for bad in (0, -4):
+        with pytest.raises(ValueError, match=f"batch_size={bad} must be"):
+            epochs_for_steps(100, bad, 500)
 
 
 def test_train_recipe_is_seeded_and_early_stopping_restores_the_best():
@@ -608,3 +614,12 @@ def test_train_recipe_is_seeded_and_early_stopping_restores_the_best():
     row = summarize([a, b], baseline=[a])
     assert row["Δ accuracy"] == "+0.000" and row["seeds"] == 2
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+
+
+def test_accuracy_of_counts_arg_max_and_checks_label_shape():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert accuracy_of(probs, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"labels of shape \(3, 2\).*\(3,\)"):
+        accuracy_of(probs, F.one_hot(torch.tensor([0, 1, 1])))
+    with pytest.raises(ValueError, match=r"labels of shape \(2,\)"):
+        accuracy_of(probs, torch.tensor([0, 1]))

@@ -9,10 +9,12 @@ The core every chapter shares:
 * :mod:`vnotes.plot`       -- curves, image grids, heat-map overlays, embeddings, source display
 * :mod:`vnotes.data`       -- the toy world, scikit-learn's digits, torchvision sets (online only)
 * :mod:`vnotes.checkpoint` -- atomic checkpoints and the local model cache
+* :mod:`vnotes.noise`      -- the one definition of "within noise" (seeds, paired bootstrap)
 
 Chapters live in their own modules (``vnotes.optim``, ...) and import the core, never the reverse.
 """
 
+from .noise import compare_seeds, paired_bootstrap, rank_seeds
 from .record import Recorder
 from .runtime import describe, pick_device, seed_everything
 from .scales import SCALES, by_scale, resolve_scale
@@ -26,10 +28,13 @@ __all__ = [
     "Recorder",
     "SCALES",
     "by_scale",
+    "compare_seeds",
     "describe",
     "evaluate",
     "fit",
+    "paired_bootstrap",
     "pick_device",
+    "rank_seeds",
     "resolve_scale",
     "seed_everything",
 ]

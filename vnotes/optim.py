@@ -786,6 +786,15 @@ def train_with(
     from .runtime import seed_everything
     from .train import History, evaluate, fit
 
+    for name in (optimizer, *([then[0]] if then else [])):
+        if name not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer {name!r} is unknown; allowed: {', '.join(OPTIMIZERS)}"
+            )
+    if then and not 0 <= then[2] <= epochs:
+        raise ValueError(
+            f"then switches at epoch {then[2]}, outside the run of epochs={epochs} (allowed: 0 to {epochs})"
+        )
     seed_everything(seed)
     model = (model_fn or mlp)()
     train, val, test = digits_loaders(seed=seed, device=device)

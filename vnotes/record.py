@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from .scales import SCALES
+
 ENV_VAR = "VNOTES_METRICS_DIR"
 
 
@@ -56,6 +58,10 @@ class Recorder:
         if not notebook or "/" in notebook:
             raise ValueError(
                 f"notebook={notebook!r} must be a plain name such as '01_optimization'"
+            )
+        if scale not in SCALES:
+            raise ValueError(
+                f"scale={scale!r} is not a known scale; choose one of {', '.join(SCALES)}"
             )
         self.notebook = notebook
         self.scale = scale

@@ -533,6 +533,8 @@ def ensemble_probs(
 
 def bootstrap_indices(n: int, seed: int) -> torch.Tensor:
     """n draws with replacement from range(n): one bagging sample (Breiman, 1996); about 63% of examples appear."""
+    if n < 1:
+        raise ValueError(f"n={n}: a bootstrap sample needs at least 1 example")
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, n, (n,), generator=g)
 
@@ -587,6 +589,11 @@ def multi_crop_probs(
 
 def accuracy_of(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of rows whose arg-max equals the label."""
+    if labels.shape != probs.shape[:-1]:
+        raise ValueError(
+            f"labels of shape {tuple(labels.shape)} do not match probs of shape {tuple(probs.shape)}; "
+            f"give one label per row, shape {tuple(probs.shape[:-1])}"
+        )
     return float((probs.argmax(-1) == labels.to(probs.device)).float().mean())
 
 
@@ -887,6 +894,10 @@ def run_seeds(
 
 def epochs_for_steps(n_train: int, batch_size: int, steps: int) -> int:
     """Epochs that make about ``steps`` optimisation steps, so runs on different data sizes train equally long."""
+    if batch_size < 1:
+        raise ValueError(
+            f"batch_size={batch_size} must be a positive number of examples"
+        )
     return max(1, round(steps / math.ceil(n_train / batch_size)))
 
 
