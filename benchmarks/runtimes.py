@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import time
 from pathlib import Path
@@ -28,16 +27,6 @@ ABOUT = (
     "benchmarks/runtimes.py (from a build) and benchmarks/run.py (papermill timings); "
     "recording on one machine never erases another's."
 )
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _matmul_gflops(dtype, n: int = 1024, reps: int = 10) -> float:
@@ -61,21 +50,19 @@ def probe() -> dict:
             "label": torch.cuda.get_device_name(0),
             "torch": torch.__version__.split("+")[0],
         }
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        flags = ""
-    amx = "amx_bf16" in flags
+    from vnotes.runtime import cpu_has_bf16, cpu_label
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         fp32, bf16 = (
             _matmul_gflops(torch.float32),
-            _matmul_gflops(torch.bfloat16),
+            # emulated bf16 (no AVX-512 BF16) runs near 1 GFLOP/s: one product says enough
+            _matmul_gflops(torch.bfloat16, reps=10 if cpu_has_bf16() else 1),
         )
     finally:
         torch.set_num_threads(before)
-    label = f"{_cpu_model()}, {'with' if amx else 'no'} AMX"
+    label = cpu_label()
     return {
         "label": label,
         "torch": torch.__version__.split("+")[0],

@@ -27,7 +27,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -153,14 +152,9 @@ def machine() -> dict:
     """What ran the pages: CPU model or GPU name, threads per kernel, torch version."""
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from vnotes.runtime import cpu_label
+
+    cpu = cpu_label()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu,
@@ -370,7 +364,7 @@ def _expected_seconds(scale: str) -> dict[str, float]:
         machines = json.loads(RUNTIMES_JSON.read_text()).get("machines", {})
         cpu = machine()["cpu"]
         for label in sorted(
-            machines, key=lambda label: not label.startswith(cpu)
+            machines, key=lambda label: label != cpu
         ):
             for stem, s in (
                 machines[label].get("pages", {}).get(scale, {}).items()

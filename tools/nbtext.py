@@ -95,9 +95,14 @@ def notebook_to_py(nb: dict) -> str:
 
 
 def write_notebook(nb: dict, path: Path) -> None:
+    """Write in the committed layout (the one ``ruff format`` leaves): keys sorted, ids ``cell-N``,
+    code as a list of lines, Markdown as one string, so a round trip changes only what was edited."""
     for i, c in enumerate(nb["cells"]):
         c["id"] = f"cell-{i}"
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        if c["cell_type"] == "code" and isinstance(c["source"], str):
+            c["source"] = c["source"].splitlines(keepends=True)
+    text = json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True)
+    path.write_text(text + "\n")
 
 
 def main(argv: list[str]) -> None:

@@ -34,14 +34,44 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where autocast can pay off."""
+def _cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            return f.read()
     except OSError:
-        return False
+        return ""
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where autocast can pay off."""
+    flags = _cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    import platform
+
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_label() -> str:
+    """The CPU model and the bf16 support that sets the book's speed on it, e.g. ``AMD EPYC, no AMX``.
+
+    Three variants of the build machine were seen: with AMX (Intel), with AVX-512 BF16 but no AMX, and
+    with AVX2 only (no native bf16: bf16 is emulated, many times slower than fp32).
+    """
+    flags = _cpuinfo()
+    if "amx_bf16" in flags:
+        support = "with AMX"
+    elif "avx512_bf16" in flags:
+        support = "no AMX"
+    else:
+        support = "AVX2, no bf16"
+    return f"{cpu_model()}, {support}"
 
 
 def _has_conv(model: nn.Module | None) -> bool:

@@ -6,8 +6,10 @@ Two tables, written once as data:
   (a torchvision builder with the same parameter count, or the paper's own figures), and the published
   parameters and multiply-adds.
 * :data:`MINIATURES` -- each family scaled down for 32x32 images, trained in the chapter on the toy world.
-  ``precision`` is the one measured faster on this CPU: bf16 autocast speeds up dense convolutions about
-  1.5-2x but *slows down* depthwise and grouped ones, so families built on them train in fp32.
+  ``precision`` is the one measured faster on a CPU with native bf16 (AVX-512 BF16 or AMX): there bf16
+  autocast speeds up dense convolutions about 1.5-2x but *slows down* depthwise and grouped ones, so
+  families built on them train in fp32. ``"auto"`` means bf16 only where the CPU has native bf16: a CPU
+  without it (AVX2 only) emulates bf16 many times slower than fp32, so it trains every family in fp32.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .googlenet import (
 )
 from .common import count_parameters
 from .profile import count_macs, measure_latency
+from ..runtime import cpu_has_bf16, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -326,8 +329,17 @@ class Miniature:
     label: str
     builder: Callable[..., nn.Module]
     group: str  # "classic" or "lightweight" (the notes' 轻量级网络结构)
-    precision: str = "bf16"
+    precision: str = (
+        "auto"  # "auto": bf16 where the CPU has native bf16; or "fp32"
+    )
     kwargs: dict = field(default_factory=dict)
+
+    @property
+    def cpu_precision(self) -> str:
+        """The precision this family trains in on this machine's CPU."""
+        if self.precision == "auto":
+            return "bf16" if cpu_has_bf16() else "fp32"
+        return self.precision
 
 
 MINIATURES: list[Miniature] = [
@@ -515,6 +527,7 @@ def train_miniature(
     precision = precision or spec.precision
     if torch.device(device).type != "cpu":
         precision = "auto"  # the CPU measurement does not carry over to a GPU
+    precision = resolve_precision(precision, torch.device(device), model)
     t0 = time.perf_counter()
     # channels-last memory measured 1.1-1.7x faster here for these small networks, depthwise ones most
     history = fit(
