@@ -21,7 +21,7 @@ def test_parameter_count_matches_torchvision(name):
     )
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("name", NAMES)
 def test_forward_equals_torchvision_with_its_weights(name):
     torch.manual_seed(0)
     ref = getattr(torchvision.models, name)(weights=None, num_classes=7).eval()

@@ -570,7 +570,7 @@ def train_ddpm(
     progress: bool | None = None,
     **cfg: Any,
 ) -> History:
-    """Train eps_theta with L_simple on the digits at the recipe's size, labels dropped 15% of the time;
+    """Train eps_theta with L_simple on the digits at the recipe's size, labels dropped with probability ``cond_drop_prob`` (0.2 in every recipe);
     at the end the model holds the exponential moving average of its weights (as DDPM samples with)."""
     device = device or pick_device()
     seed_everything(seed)
