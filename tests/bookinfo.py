@@ -114,6 +114,21 @@ def parse_rule(rule: str) -> Rule:
     )
 
 
+def as_rules(value) -> list[str]:
+    """A metric's entry in a thresholds file: one rule, or a list of rules that must all hold."""
+    if isinstance(value, str):
+        return [value]
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(r, str) for r in value)
+    ):
+        return value
+    raise RuleError(
+        f"{value!r} is not a rule: write a string such as '>= 0.9' or a list of them"
+    )
+
+
 def check(
     value: float, rule: str, metrics: Mapping[str, float] | None = None
 ) -> bool:

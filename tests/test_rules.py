@@ -2,7 +2,14 @@
 
 import pytest
 
-from bookinfo import THRESHOLDS, RuleError, check, parse_rule, thresholds
+from bookinfo import (
+    THRESHOLDS,
+    RuleError,
+    as_rules,
+    check,
+    parse_rule,
+    thresholds,
+)
 
 METRICS = {"static": 0.80, "vae_loss": 0.40, "zero": 0.0}
 
@@ -95,9 +102,20 @@ def test_every_committed_rule_parses():
         for scale, rules in thresholds(path.stem).items():
             if scale == "page":
                 continue
-            for name, rule in rules.items():
+            for name, value in rules.items():
                 try:
-                    parse_rule(rule)
+                    for rule in as_rules(value):
+                        parse_rule(rule)
                 except RuleError as err:
                     bad.append(f"{path.name} [{scale}] {name}: {err}")
     assert not bad, "\n".join(bad)
+
+
+def test_a_list_of_rules_must_all_hold():
+    rules = as_rules([">= 0.5", ">= other + 0.1"])
+    assert all(check(0.7, r, {"other": 0.55}) for r in rules)
+    assert not all(check(0.6, r, {"other": 0.55}) for r in rules)
+    with pytest.raises(RuleError, match="not a rule"):
+        as_rules(0.5)
+    with pytest.raises(RuleError, match="not a rule"):
+        as_rules([])
