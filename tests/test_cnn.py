@@ -530,3 +530,24 @@ def test_bottleneck_comparison_counts():
     assert bottleneck_comparison(64)[1]["bottleneck saves"] == pytest.approx(
         1 - 17 / 27
     )
+
+
+def test_latency_is_ranked_only_beyond_the_ratio():
+    from vnotes.cnn.zoo import accuracy_split, compare_latency, latency_phrase
+
+    a = {"label": "A", "latency_ms": 1.0, "test_accuracy": 0.99}
+    b = {"label": "B", "latency_ms": 1.6, "test_accuracy": 0.90}
+    c = {"label": "C", "latency_ms": 1.4, "test_accuracy": 0.96}
+    assert compare_latency(a, b) == ("faster", 0.625)
+    assert compare_latency(b, a)[0] == "slower"
+    assert compare_latency(a, c)[0] == "within"
+    assert compare_latency(a, {**b, "latency_ms": 1.5})[0] == "faster"
+    assert (
+        latency_phrase(a, b) == "A (1.00 ms) is 1.6× faster than B (1.60 ms)"
+    )
+    assert "too close to rank" in latency_phrase(c, a)
+    good, rest = accuracy_split([b, a, c])
+    assert [r["label"] for r in good] == ["A", "C"]
+    assert [r["label"] for r in rest] == ["B"]
+    with pytest.raises(ValueError, match="ratio"):
+        compare_latency(a, b, ratio=0.5)

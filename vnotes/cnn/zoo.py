@@ -473,6 +473,49 @@ def pareto_front(costs: list[float], scores: list[float]) -> list[int]:
     return sorted(front, key=lambda i: costs[i])
 
 
+LATENCY_RATIO = 1.5  # latencies closer than this are not ranked: a shared CPU moves them that much
+
+
+def accuracy_split(
+    results: list[dict], at: float = 0.95
+) -> tuple[list[dict], list[dict]]:
+    """The trained families reaching test accuracy ``at`` or more, and the rest (each best first)."""
+    ranked = sorted(results, key=lambda r: -r["test_accuracy"])
+    return (
+        [r for r in ranked if r["test_accuracy"] >= at],
+        [r for r in ranked if r["test_accuracy"] < at],
+    )
+
+
+def compare_latency(
+    a: dict, b: dict, ratio: float = LATENCY_RATIO
+) -> tuple[str, float]:
+    """How two trained families compare in measured latency: ``("faster" | "slower" | "within", a/b)``.
+
+    Two latencies count as different only when one is at least ``ratio`` times the other (the book's
+    rule for timings on a shared machine); otherwise the answer is ``"within"``.
+    """
+    if ratio < 1:
+        raise ValueError(f"ratio={ratio!r} must be at least 1")
+    r = a["latency_ms"] / b["latency_ms"]
+    if r * ratio <= 1:
+        return "faster", r
+    if r >= ratio:
+        return "slower", r
+    return "within", r
+
+
+def latency_phrase(a: dict, b: dict, ratio: float = LATENCY_RATIO) -> str:
+    """``"NiN (0.41 ms) is 2.3× faster than GoogLeNet (0.95 ms)"`` -- or says they are too close to rank."""
+    verdict, r = compare_latency(a, b, ratio)
+    head = f"{a['label']} ({a['latency_ms']:.2f} ms)"
+    tail = f"{b['label']} ({b['latency_ms']:.2f} ms)"
+    if verdict == "within":
+        return f"{head} and {tail} are within {ratio:g}× of each other, too close to rank"
+    times = 1 / r if verdict == "faster" else r
+    return f"{head} is {times:.1f}× {verdict} than {tail}"
+
+
 def train_miniature(
     spec: Miniature,
     train: tuple[torch.Tensor, torch.Tensor],
