@@ -363,9 +363,7 @@ def _expected_seconds(scale: str) -> dict[str, float]:
     if RUNTIMES_JSON.exists():
         machines = json.loads(RUNTIMES_JSON.read_text()).get("machines", {})
         cpu = machine()["cpu"]
-        for label in sorted(
-            machines, key=lambda label: label != cpu
-        ):
+        for label in sorted(machines, key=lambda label: label != cpu):
             for stem, s in (
                 machines[label].get("pages", {}).get(scale, {}).items()
             ):
