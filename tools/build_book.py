@@ -85,6 +85,11 @@ SHARED_MODELS: dict[str, dict] = {
         "owner": ["07b_vilt"],
         "users": ["07j_region_models"],
     },
+    "recurrent": {
+        "what": "the GRU encoder-decoders' test accuracy by length (metric files) of page 4",
+        "owner": ["04_recurrent"],
+        "users": ["04a_attention"],
+    },
 }
 
 
