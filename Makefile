@@ -17,11 +17,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: venv lint book test unit notebooks pages bench clean
 
 # The ipywidgets JavaScript for the static pages, fetched from the npm registry at build time
-# (never committed): saved widget state then renders offline, without a CDN.
-WIDGETS_JS := _static/widgets/embed-amd.js
+# (never committed): saved widget state then renders offline, without a CDN. Not under _static: Jupyter
+# Book adds every .js there to every page, and three embed scripts drew every widget three times.
+WIDGETS_JS := _site/widgets/embed-amd.js
 $(WIDGETS_JS): | $(STAMP)
-	rm -rf _static/widgets && mkdir -p _static/widgets
-	cd _static/widgets && $(CURDIR)/$(BIN)/npm pack --silent @jupyter-widgets/html-manager@1.0.15 requirejs@2.3.7 >/dev/null \
+	rm -rf _static/widgets _site/widgets && mkdir -p _site/widgets
+	cd _site/widgets && $(CURDIR)/$(BIN)/npm pack --silent @jupyter-widgets/html-manager@1.0.15 requirejs@2.3.7 >/dev/null \
 	  && tar -xzf jupyter-widgets-html-manager-1.0.15.tgz --strip-components=2 package/dist \
 	  && tar -xzf requirejs-2.3.7.tgz --strip-components=1 package/require.js && rm -f *.tgz
 

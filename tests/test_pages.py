@@ -121,6 +121,11 @@ def test_page_renders_cleanly(built, page):
         assert "widgets/embed-amd.js" in source, (
             f"{page}: widget JavaScript is not served by the site"
         )
+        # each embed script that loads draws every saved widget once more (seen: three copies)
+        embeds = re.findall(r'<script[^>]*src="[^"]*embed[\w-]*\.js', source)
+        assert len(embeds) == 1, (
+            f"{page}: {len(embeds)} widget embed scripts load, so each widget is drawn {len(embeds)} times"
+        )
         assert "widget-slider" in dom or "widget-hslider" in dom, (
             f"{page}: its interactive controls did not render"
         )

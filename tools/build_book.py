@@ -678,6 +678,9 @@ def stage(stems: list[str], scale: str, records: dict[str, dict]) -> Path:
     for name in ("intro.md", "how_to_read.md", "glossary.md", "references.md"):
         _write_if_changed(STAGE / name, (ROOT / name).read_text())
     for folder in ("bib", "_static", "_site"):
+        # replaced, not merged: a file left from an older layout (the widget scripts once lived in
+        # _static, where Jupyter Book adds every .js to every page) must not linger in the site
+        shutil.rmtree(STAGE / folder, ignore_errors=True)
         if (ROOT / folder).exists():
             shutil.copytree(
                 ROOT / folder,
