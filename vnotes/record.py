@@ -41,6 +41,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class Recorded(float):
+    """A recorded metric's value: an ordinary float that shows nothing when it ends a notebook cell.
+
+    Pages write their numbers in tables and sentences; a bare ``0.9666666666666667`` under a cell that
+    ends with ``rec(...)`` only adds noise for the reader.
+    """
+
+    def _ipython_display_(self) -> None:
+        """IPython calls this instead of printing the repr: display nothing."""
+
+
 class Recorder:
     """Records a notebook's headline metrics: ``rec = Recorder("01_optimization", scale)``, then ``rec("acc", 0.97)``.
 
@@ -70,7 +81,7 @@ class Recorder:
         self.metrics: dict[str, float] = {}
         self._write()
 
-    def __call__(self, name: str, value: float) -> float:
+    def __call__(self, name: str, value: float) -> Recorded:
         """Record ``name = value`` (a finite number) and return the value, so it can be used inline."""
         try:
             number = float(value)
@@ -84,7 +95,7 @@ class Recorder:
             )
         self.metrics[name] = number
         self._write()
-        return number
+        return Recorded(number)
 
     def _write(self) -> None:
         payload = {
@@ -99,3 +110,15 @@ class Recorder:
 
     def __repr__(self) -> str:
         return f"Recorder({self.notebook!r}, scale={self.scale!r}, {len(self.metrics)} metrics -> {self.path})"
+
+    def _repr_markdown_(self) -> str:
+        """A cell ending in ``rec`` shows the page's recorded numbers as a table (what the build checks)."""
+        lines = [
+            f"**numbers this page recorded** (scale `{self.scale}`; the build checks them against "
+            f"`tests/thresholds/{self.notebook}.toml`)",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            *(f"| `{k}` | {v:.4g} |" for k, v in sorted(self.metrics.items())),
+        ]
+        return "\n".join(lines)
