@@ -309,3 +309,17 @@ def test_show_table_displays_once_and_keeps_bars_inside_cells(capsys):
     assert show_table([{"a": 1}]) is None
     with pytest.raises(ValueError, match="no rows"):
         table_markdown([])
+
+
+def test_recorded_value_is_a_float_that_displays_nothing(tmp_path):
+    """A cell ending in rec(...) shows no bare number; a cell ending in rec shows the recorded table."""
+    rec = Recorder("99_demo", "smoke", directory=tmp_path)
+    value = rec("acc", 0.25)
+    assert isinstance(value, float) and value == 0.25 and value * 2 == 0.5
+    assert f"{value:.2f}" == "0.25"
+    assert value._ipython_display_() is None
+    rec("loss", 1.5)
+    table = rec._repr_markdown_()
+    assert "| `acc` | 0.25 |" in table and "| `loss` | 1.5 |" in table
+    assert "tests/thresholds/99_demo.toml" in table
+    assert str(tmp_path) not in table  # no local path on the page
