@@ -12,6 +12,7 @@ from vnotes.transformer import (
     TransformerBlock,
     ViT,
     causal_mask,
+    fused_attention,
     resize_position_embedding,
     scaled_dot_product_attention,
 )
@@ -85,6 +86,32 @@ def test_sdpa_gradients_match_torch():
     F.scaled_dot_product_attention(q, k, v).square().sum().backward()
     for a, t in zip(mine, (q, k, v)):
         assert torch.allclose(a, t.grad, atol=1e-5)
+
+
+def test_fused_attention_under_cpu_autocast_equals_fp32_and_keeps_the_dtype():
+    """Under bf16 autocast the CPU path widens to fp32: output and gradients equal the fp32 kernel's
+    on the same (bf16-rounded) inputs, up to the final rounding to bf16, and stay bf16 for the caller."""
+    q, k, v = (t.to(torch.bfloat16).requires_grad_() for t in _qkv(L=6, S=9))
+    mask = torch.rand(2, 1, 6, 9, generator=torch.Generator().manual_seed(1)) > 0.3
+    mask[..., 0] = True  # every query sees at least one key
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused_attention(q, k, v, attn_mask=mask)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    ref_in = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*ref_in, attn_mask=mask)
+    ref.square().sum().backward()
+    assert (out.float() - ref).abs().max() <= 0.01 * ref.abs().max()
+    for mine, theirs in zip((q, k, v), ref_in):
+        assert mine.grad.dtype == torch.bfloat16
+        err = (mine.grad.float() - theirs.grad).abs().max()
+        assert err <= 0.02 * theirs.grad.abs().max(), err
+    # fp32 inputs take PyTorch's kernel unchanged
+    q32, k32, v32 = _qkv()
+    assert torch.equal(
+        fused_attention(q32, k32, v32, is_causal=True),
+        F.scaled_dot_product_attention(q32, k32, v32, is_causal=True),
+    )
 
 
 def test_sdpa_rejects_bad_inputs():

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..transformer.attention import fused_attention
+
 SCHEDULES = ("linear", "cosine")
 
 
@@ -429,7 +431,7 @@ class AttentionBlock(nn.Module):
             .unbind(1)
         )  # each [B, HW, C]
         # softmax(q k^T / sqrt(C)) v
-        h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[
+        h = fused_attention(q[:, None], k[:, None], v[:, None])[
             :, 0
         ]  # [B, HW, C]
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))

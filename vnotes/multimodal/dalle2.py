@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..data import Vocabulary
 from ..generative import GaussianDiffusion, UNet, from_unit, to_unit
 from ..generative.diffusion import AttentionBlock, timestep_embedding
+from ..transformer.attention import fused_attention
 from .clip import CLIP, embed_all
 
 # how notebook 7i trains the prior and the decoder at each scale (images drawn at ``image_size`` pixels)
@@ -219,7 +220,7 @@ class ContextAttentionBlock(AttentionBlock):
                 torch.cat([cv, v], dim=1),
             )  # [B, K + HW, C]
         # softmax(q [k_ctx; k]^T / sqrt(C)) [v_ctx; v]
-        h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[
+        h = fused_attention(q[:, None], k[:, None], v[:, None])[
             :, 0
         ]  # [B, HW, C]
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))

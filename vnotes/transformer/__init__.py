@@ -21,6 +21,7 @@ from .attention import (
     ablate_heads,
     causal_mask,
     init_transformer_weights,
+    fused_attention,
     scaled_dot_product_attention,
     sinusoidal_position_encoding,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "ablate_heads",
     "causal_mask",
     "init_transformer_weights",
+    "fused_attention",
     "scaled_dot_product_attention",
     "sinusoidal_position_encoding",
     "CausalLM",

@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import (
     MLP,
     init_transformer_weights,
+    fused_attention,
     scaled_dot_product_attention,
 )
 from .vit import PatchEmbedding
@@ -176,9 +176,7 @@ class WindowAttention(nn.Module):
             )
             self.last_attention = weights.detach()
         else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias.to(q.dtype)
-            )
+            out = fused_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(Bw, N, C))
 
 
