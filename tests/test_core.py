@@ -309,6 +309,53 @@ def test_show_table_displays_once_and_keeps_bars_inside_cells(capsys):
     assert show_table([{"a": 1}]) is None
     with pytest.raises(ValueError, match="no rows"):
         table_markdown([])
+    # one row of many settings turns on its side; several rows never do
+    wide = {f"s{i}": i for i in range(6)}
+    side = table_markdown([wide]).splitlines()
+    assert side[0] == "| setting | value |" and side[2:4] == [
+        "| s0 | 0 |",
+        "| s1 | 1 |",
+    ]
+    assert len(side) == 2 + 6
+    assert len(table_markdown([wide, wide]).splitlines()) == 4
+
+
+def test_titled_image_grids_stay_legible():
+    import matplotlib.pyplot as plt
+
+    from vnotes.plot import (
+        TITLE_POINTS,
+        TITLED_COLUMNS,
+        show_images,
+        wrap_words,
+    )
+
+    assert (
+        wrap_words("a large red circle on the left", 10)
+        == "a large\nred circle\non the\nleft"
+    )
+    assert wrap_words("two\nlines", 40) == "two\nlines"
+    images = torch.rand(16, 3, 8, 8)
+    axes = show_images(
+        images,
+        ncols=16,
+        titles=[f"a very long caption {i}" for i in range(16)],
+    )
+    fig = axes[0].figure
+    assert (
+        len(axes) == 16
+        and fig.axes[TITLED_COLUMNS].get_position().y0
+        < fig.axes[0].get_position().y0
+    )
+    assert axes[0].title.get_fontsize() >= TITLE_POINTS
+    plt.close(fig)
+    untitled = show_images(
+        images, ncols=16
+    )  # samples without titles keep their one row
+    assert untitled[15].get_subplotspec().rowspan.start == 0
+    plt.close(untitled[0].figure)
+    with pytest.raises(ValueError, match="3 titles for 16 images"):
+        show_images(images, titles=["a", "b", "c"])
 
 
 def test_recorded_value_is_a_float_that_displays_nothing(tmp_path):

@@ -92,7 +92,10 @@ def test_fused_attention_under_cpu_autocast_equals_fp32_and_keeps_the_dtype():
     """Under bf16 autocast the CPU path widens to fp32: output and gradients equal the fp32 kernel's
     on the same (bf16-rounded) inputs, up to the final rounding to bf16, and stay bf16 for the caller."""
     q, k, v = (t.to(torch.bfloat16).requires_grad_() for t in _qkv(L=6, S=9))
-    mask = torch.rand(2, 1, 6, 9, generator=torch.Generator().manual_seed(1)) > 0.3
+    mask = (
+        torch.rand(2, 1, 6, 9, generator=torch.Generator().manual_seed(1))
+        > 0.3
+    )
     mask[..., 0] = True  # every query sees at least one key
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = fused_attention(q, k, v, attn_mask=mask)

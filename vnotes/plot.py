@@ -65,7 +65,15 @@ def plot_curves(
         ax.set_yscale("log")
     if title:
         ax.set_title(title)
-    if len(curves) > 1 or any(curves):
+    if len(curves) > 3:
+        # many lines fill the plot wherever a legend goes: put it beside the axes instead
+        ax.legend(
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+        )
+    elif len(curves) > 1 or any(curves):
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return ax
@@ -105,6 +113,31 @@ def _to_hwc(img: Any) -> np.ndarray:
     return np.clip(a, 0, 1)
 
 
+# text in figures: at least this size (points), and at most this many titled images per row, so a
+# title stays readable after the page scales the figure down to its text column
+TITLE_POINTS = 9
+TITLED_COLUMNS = 8
+# a one-row table wider than this many columns is shown as setting | value lines
+TRANSPOSE_AFTER = 4
+
+
+def wrap_words(text: str, width: int) -> str:
+    """Break ``text`` into lines of at most ``width`` characters at spaces (existing line breaks kept)."""
+    if width < 1:
+        raise ValueError(f"width={width} must be at least 1 character")
+    out = []
+    for part in text.split("\n"):
+        line = ""
+        for w in part.split():
+            if line and len(line) + 1 + len(w) > width:
+                out.append(line)
+                line = w
+            else:
+                line = f"{line} {w}".strip()
+        out.append(line)
+    return "\n".join(out)
+
+
 def show_images(
     images: Any,
     *,
@@ -115,18 +148,34 @@ def show_images(
     suptitle: str | None = None,
     axes=None,
 ):
-    """A grid of images (``[N, C, H, W]`` or ``[N, H, W]``, values in [0, 1]) with optional titles."""
+    """A grid of images (``[N, C, H, W]`` or ``[N, H, W]``, values in [0, 1]) with optional titles.
+
+    With titles, a row holds at most ``TITLED_COLUMNS`` images and each title is wrapped to its image's
+    width at ``TITLE_POINTS``, so it stays legible once the page scales the figure to its text column.
+    """
     images = list(images)
     n = len(images)
     if n == 0:
         raise ValueError("show_images got no images")
-    ncols = min(ncols, n)
+    if titles is not None and len(titles) < n:
+        raise ValueError(f"got {len(titles)} titles for {n} images")
+    ncols = min(ncols, n, TITLED_COLUMNS if titles is not None else ncols)
     nrows = -(-n // ncols)
+    lines = 0
+    if titles is not None:
+        scale = max(scale, 1.4)
+        # about 0.65 em per character (DejaVu Sans, with a margin): what fits across one image
+        width = max(8, int(scale * 72 / (0.65 * TITLE_POINTS)))
+        titles = [wrap_words(str(t), width) for t in titles[:n]]
+        lines = max(t.count("\n") + 1 for t in titles)
     if axes is None:
         fig, axes = plt.subplots(
             nrows,
             ncols,
-            figsize=(scale * ncols, scale * nrows + (0.3 if titles else 0)),
+            figsize=(
+                scale * ncols,
+                nrows * (scale + lines * TITLE_POINTS * 1.3 / 72),
+            ),
             squeeze=False,
             layout="constrained",
         )
@@ -142,7 +191,7 @@ def show_images(
                 interpolation="nearest",
             )
             if titles is not None:
-                ax.set_title(titles[i], fontsize=7)
+                ax.set_title(titles[i], fontsize=TITLE_POINTS)
     if suptitle:
         axes[0].figure.suptitle(suptitle)
     return axes
@@ -173,7 +222,7 @@ def overlay_heatmap(
     ax.imshow(h, cmap=cmap, alpha=alpha, interpolation="bilinear")
     ax.axis("off")
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=TITLE_POINTS)
     return ax
 
 
@@ -212,7 +261,13 @@ def scatter_2d(
         for c in np.unique(lab):
             name = class_names[c] if class_names is not None else str(c)
             ax.scatter(x[lab == c, 0], x[lab == c, 1], s=s, label=name)
-        ax.legend(fontsize="x-small", markerscale=2, ncols=2)
+        ax.legend(
+            fontsize="small",
+            markerscale=2,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+        )
     ax.set_xlabel(f"{method} 1")
     ax.set_ylabel(f"{method} 2")
     if title:
@@ -226,12 +281,19 @@ def table_markdown(
     floatfmt: str = ".3f",
     title: str | None = None,
 ) -> str:
-    """A list of dicts as a Markdown table (columns in order of first appearance), with an optional bold title."""
+    """A list of dicts as a Markdown table (columns in order of first appearance), with an optional bold title.
+
+    A single row with more than ``TRANSPOSE_AFTER`` columns (a settings table) is turned on its side,
+    one ``setting | value`` line per column, so it fits the text column instead of scrolling.
+    """
     if not rows:
         raise ValueError("show_table got no rows")
     cols = list(rows[0].keys())
     for r in rows[1:]:
         cols += [k for k in r if k not in cols]
+    if len(rows) == 1 and len(cols) > TRANSPOSE_AFTER:
+        rows = [{"setting": c, "value": rows[0].get(c)} for c in cols]
+        cols = ["setting", "value"]
 
     def fmt(v):
         if isinstance(v, float):

@@ -9,7 +9,7 @@ import numpy as np
 from torch import Tensor
 
 from ..data import SHAPES
-from ..plot import _to_hwc, overlay_heatmap
+from ..plot import TITLE_POINTS, _to_hwc, overlay_heatmap, wrap_words
 from .data import COLOUR_NAMES, HELDOUT_COMBOS
 
 
@@ -35,7 +35,7 @@ def plot_combo_grid(
                     "held out" if held[i, j] else "seen",
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=8,
                     color="white" if held[i, j] else "black",
                 )
     else:
@@ -50,7 +50,7 @@ def plot_combo_grid(
                     f"{v[i, j]:.2f}" + ("*" if held[i, j] else ""),
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=8,
                     color="black" if v[i, j] > 0.5 else "white",
                 )
     ax.set_xticks(range(len(SHAPES)), SHAPES, rotation=40, fontsize=8)
@@ -116,7 +116,7 @@ def plot_bars(
         xs = np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width
         ys = [values[g].get(name, np.nan) for g in groups]
         bars = ax.bar(xs, ys, width, label=name)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
     if chance is not None:
         ax.axhline(
             chance, ls="--", color="grey", lw=1, label=f"chance ({chance:.3f})"
@@ -124,7 +124,7 @@ def plot_bars(
     ax.set_xticks(range(len(groups)), groups, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.08)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
@@ -157,9 +157,9 @@ def show_ranked(
                 if subtitle is None
                 else subtitle[int(top.indices[c])]
             )
-            ax.set_title(label, fontsize=7)
+            ax.set_title(label, fontsize=TITLE_POINTS)
         axes[r, 0].set_ylabel(
-            q, rotation=0, ha="right", va="center", fontsize=8
+            q, rotation=0, ha="right", va="center", fontsize=TITLE_POINTS
         )
     return axes
 
@@ -183,7 +183,10 @@ def show_word_maps(
         axes[r, 0].imshow(_to_hwc(images[r]), interpolation="nearest")
         axes[r, 0].axis("off")
         axes[r, 0].set_title(
-            " ".join(w for w in words[r] if not w.startswith("[")), fontsize=7
+            wrap_words(
+                " ".join(w for w in words[r] if not w.startswith("[")), 18
+            ),
+            fontsize=TITLE_POINTS,
         )
         for c, pos in enumerate(columns):
             overlay_heatmap(
@@ -204,12 +207,23 @@ def show_captions(
 ):
     """Images with generated captions under them (and the true caption, when given); ``marks`` tick right ones."""
     n = len(images)
-    ncols = min(ncols, n)
+    ncols = min(
+        ncols, n, 4
+    )  # four captions across keep 9-point text legible in the text column
     nrows = -(-n // ncols)
+    texts = []
+    for i in range(n):
+        text = captions[i]
+        if marks is not None:
+            text = ("✓ " if marks[i] else "✗ ") + text
+        if truth is not None:
+            text += f"\n(true: {truth[i]})"
+        texts.append(wrap_words(text, 30))
+    lines = max(t.count("\n") + 1 for t in texts)
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(1.9 * ncols, 2.0 * nrows),
+        figsize=(2.6 * ncols, nrows * (1.8 + lines * TITLE_POINTS * 1.3 / 72)),
         squeeze=False,
         layout="constrained",
     )
@@ -218,24 +232,5 @@ def show_captions(
         if i >= n:
             continue
         ax.imshow(_to_hwc(images[i]), interpolation="nearest")
-        text = captions[i]
-        if marks is not None:
-            text = ("✓ " if marks[i] else "✗ ") + text
-        if truth is not None:
-            text += f"\n(true: {truth[i]})"
-        ax.set_title(_wrap(text), fontsize=6.5)
+        ax.set_title(texts[i], fontsize=TITLE_POINTS)
     return axes
-
-
-def _wrap(text: str, width: int = 26) -> str:
-    lines, line = [], ""
-    for part in text.split("\n"):
-        for w in part.split():
-            if len(line) + len(w) + 1 > width and line:
-                lines.append(line)
-                line = w
-            else:
-                line = f"{line} {w}".strip()
-        lines.append(line)
-        line = ""
-    return "\n".join(lines)
