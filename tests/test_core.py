@@ -354,6 +354,12 @@ def test_titled_image_grids_stay_legible():
     )  # samples without titles keep their one row
     assert untitled[15].get_subplotspec().rowspan.start == 0
     plt.close(untitled[0].figure)
+    labelled = show_images(
+        images, ncols=16, titles=["AE"] + [""] * 15
+    )  # a row label
+    assert labelled[15].get_subplotspec().rowspan.start == 0
+    assert labelled[0].get_title(loc="left") == "AE"
+    plt.close(labelled[0].figure)
     with pytest.raises(ValueError, match="3 titles for 16 images"):
         show_images(images, titles=["a", "b", "c"])
 

@@ -746,9 +746,29 @@ def test_chapter_ranking_reads_recorded_metrics_and_computes_gains(
                 "vit_random_init_knn_accuracy": 0.2,
                 "mae_linear_probe_accuracy": 0.5,
                 "mae_knn_accuracy": 0.4,
-            }
+            },
+            # 5g reads its random ViT another way: a second floor, used for its own row only
+            "05g_ranking": {
+                "vit_random_init_linear_probe_accuracy": 0.3,
+                "vit_random_init_knn_accuracy": 0.35,
+                "supervised_vit_linear_probe_accuracy": 0.6,
+                "supervised_vit_knn_accuracy": 0.5,
+            },
         },
     )
+    floors = sorted(
+        (r["encoder"], r["linear probe"], r["random floor from"])
+        for r in rows
+        if r["method"] == "random init"
+    )
+    assert floors == [
+        ("ResNet", 0.4, "5a"),
+        ("ViT", 0.25, "5f"),
+        ("ViT", 0.3, "5g"),
+    ]
+    sup_vit = {r["method"]: r for r in rows}["supervised ViT (labels)"]
+    assert sup_vit["probe gain over random"] == pytest.approx(0.3)
+    assert sup_vit["random floor from"] == "5g"
     by_name = {(r["method"], r["encoder"]): r for r in rows}
     assert by_name[("SimCLR", "ResNet")][
         "probe gain over random"

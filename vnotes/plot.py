@@ -150,8 +150,10 @@ def show_images(
 ):
     """A grid of images (``[N, C, H, W]`` or ``[N, H, W]``, values in [0, 1]) with optional titles.
 
-    With titles, a row holds at most ``TITLED_COLUMNS`` images and each title is wrapped to its image's
-    width at ``TITLE_POINTS``, so it stays legible once the page scales the figure to its text column.
+    With a title per image, a row holds at most ``TITLED_COLUMNS`` images and each title is wrapped to
+    its image's width at ``TITLE_POINTS``, so it stays legible once the page scales the figure to its
+    text column. Titles given only to each row's first image (the others empty) label the rows, and
+    the grid keeps its ``ncols``.
     """
     images = list(images)
     n = len(images)
@@ -159,10 +161,15 @@ def show_images(
         raise ValueError("show_images got no images")
     if titles is not None and len(titles) < n:
         raise ValueError(f"got {len(titles)} titles for {n} images")
-    ncols = min(ncols, n, TITLED_COLUMNS if titles is not None else ncols)
+    # titles only on each row's first image label the rows: the grid keeps its columns
+    row_labels = titles is not None and not any(
+        titles[i] for i in range(n) if i % min(ncols, n) != 0
+    )
+    per_image = titles is not None and not row_labels
+    ncols = min(ncols, n, TITLED_COLUMNS if per_image else ncols)
     nrows = -(-n // ncols)
-    lines = 0
-    if titles is not None:
+    lines = 1 if row_labels else 0
+    if per_image:
         scale = max(scale, 1.4)
         # about 0.65 em per character (DejaVu Sans, with a margin): what fits across one image
         width = max(8, int(scale * 72 / (0.65 * TITLE_POINTS)))
@@ -190,8 +197,12 @@ def show_images(
                 vmax=1,
                 interpolation="nearest",
             )
-            if titles is not None:
-                ax.set_title(titles[i], fontsize=TITLE_POINTS)
+            if titles is not None and titles[i]:
+                ax.set_title(
+                    titles[i],
+                    fontsize=TITLE_POINTS,
+                    loc="left" if row_labels else "center",
+                )
     if suptitle:
         axes[0].figure.suptitle(suptitle)
     return axes
@@ -261,12 +272,14 @@ def scatter_2d(
         for c in np.unique(lab):
             name = class_names[c] if class_names is not None else str(c)
             ax.scatter(x[lab == c, 0], x[lab == c, 1], s=s, label=name)
+        # below the axes, off the points (a row of panels keeps its widths)
         ax.legend(
             fontsize="small",
             markerscale=2,
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-            borderaxespad=0.0,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncols=3,
+            frameon=False,
         )
     ax.set_xlabel(f"{method} 1")
     ax.set_ylabel(f"{method} 2")
