@@ -16,7 +16,14 @@ from vnotes.data import TensorLoader
 from vnotes.record import Recorder
 from vnotes.runtime import resolve_precision
 from vnotes.scales import by_scale, resolve_scale
-from vnotes.train import EMA, EarlyStopping, ema_update, fit
+from vnotes.train import (
+    EMA,
+    EarlyStopping,
+    correct_flags,
+    ema_update,
+    fit,
+    keep_best,
+)
 
 
 def test_scales(monkeypatch):
@@ -258,6 +265,34 @@ def test_early_stopping_restores_best():
     assert model.weight.item() == 1.0
     with pytest.raises(KeyError, match="val_acc"):
         EarlyStopping(monitor="val_acc").update(0, {"val_loss": 1.0}, model)
+
+
+def test_keep_best_never_stops_and_keeps_the_best_epoch():
+    model = nn.Linear(1, 1)
+    es = keep_best(4)
+    for epoch, v in enumerate(
+        [0.2, 0.9, 0.5, 0.4]
+    ):  # three bad epochs after the best
+        with torch.no_grad():
+            model.weight.fill_(v)
+        assert not es.update(epoch, {"val_acc": v}, model)
+    es.restore(model)
+    assert es.best_epoch == 1 and model.weight.item() == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="epochs=0"):
+        keep_best(0)
+
+
+def test_correct_flags_mark_each_example_and_restore_the_mode():
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))  # predicts the larger coordinate
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
+    y = torch.tensor([0, 0, 0])
+    model.train()
+    flags = correct_flags(model, TensorLoader(x, y, batch_size=2))
+    assert flags.tolist() == [True, False, True] and model.training
+    with pytest.raises(ValueError, match="empty loader"):
+        correct_flags(model, [])
 
 
 def test_ema_update_formula():

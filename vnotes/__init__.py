@@ -18,7 +18,15 @@ from .noise import compare_seeds, paired_bootstrap, rank_seeds
 from .record import Recorder
 from .runtime import describe, pick_device, seed_everything
 from .scales import SCALES, by_scale, resolve_scale
-from .train import EMA, EarlyStopping, History, evaluate, fit
+from .train import (
+    EMA,
+    EarlyStopping,
+    History,
+    correct_flags,
+    evaluate,
+    fit,
+    keep_best,
+)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -29,9 +37,11 @@ __all__ = [
     "SCALES",
     "by_scale",
     "compare_seeds",
+    "correct_flags",
     "describe",
     "evaluate",
     "fit",
+    "keep_best",
     "paired_bootstrap",
     "pick_device",
     "rank_seeds",

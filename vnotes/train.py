@@ -243,6 +243,38 @@ def accuracy(model: nn.Module, loader: Iterable, **kw: Any) -> float:
     return evaluate(model, loader, **kw)["acc"]
 
 
+def keep_best(
+    epochs: int, monitor: str = "val_acc", mode: str = "max"
+) -> EarlyStopping:
+    """An :class:`EarlyStopping` that only keeps the best validation epoch's weights: its patience is the
+    whole run, so training never stops early, and the model ends with the weights of its best epoch."""
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs} must be at least 1")
+    return EarlyStopping(monitor, mode=mode, patience=epochs)
+
+
+@torch.no_grad()
+def correct_flags(
+    model: nn.Module, loader: Iterable, *, device: torch.device | None = None
+) -> torch.Tensor:
+    """One bool per example of ``loader`` (on the CPU): is the model's top class right?
+
+    The per-example record a paired bootstrap (:func:`vnotes.paired_bootstrap`) compares between two
+    models scored on the same test split; call it once per finished model.
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    flags = []
+    for batch in loader:
+        x, y = to_device(batch, device)[:2]
+        flags.append((model(x).argmax(-1) == y).cpu())
+    model.train(was_training)
+    if not flags:
+        raise ValueError("correct_flags() got an empty loader")
+    return torch.cat(flags)
+
+
 def _progress_enabled(progress: bool | None) -> bool:
     if progress is not None:
         return progress

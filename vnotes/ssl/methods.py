@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..train import ema_update
 from .augment import MultiCrop, ViewAugment
+from .normalization import HEAD_NORMS, head_linear, head_norm_layer
 from .losses import (
     byol_loss,
     dino_loss,
@@ -116,7 +117,12 @@ def _grouped(fn, x: Tensor, groups: int) -> Tensor:
 
 
 class MLPHead(nn.Sequential):
-    """Linear -> BN -> ReLU (x ``layers - 1``) -> Linear: SimCLR's projection g(h) (Chen et al., 2020), BYOL's projector and predictor."""
+    """Linear -> BN -> ReLU (x ``layers - 1``) -> Linear: SimCLR's projection g(h) (Chen et al., 2020), BYOL's projector and predictor.
+
+    ``norm`` is what follows each hidden linear layer: ``"batch"`` (BatchNorm, the default),
+    ``"none"`` (a bias instead), or ``"group_ws"`` (weight-standardised linear layer + GroupNorm,
+    batch-independent; Richemond et al., 2020). ``batch_norm=False`` is the older spelling of ``"none"``.
+    """
 
     def __init__(
         self,
@@ -125,14 +131,23 @@ class MLPHead(nn.Sequential):
         out_dim: int,
         layers: int = 2,
         batch_norm: bool = True,
+        norm: str | None = None,
     ):
         if layers < 1:
             raise ValueError(f"layers={layers} must be at least 1")
+        if norm is None:
+            norm = "batch" if batch_norm else "none"
+        elif norm not in HEAD_NORMS:
+            raise ValueError(
+                f"norm={norm!r} is unknown; allowed: {HEAD_NORMS}"
+            )
         modules: list[nn.Module] = []
         dim = in_dim
         for _ in range(layers - 1):
-            modules += [nn.Linear(dim, hidden_dim, bias=not batch_norm)]
-            modules += [nn.BatchNorm1d(hidden_dim)] if batch_norm else []
+            modules += [head_linear(norm, dim, hidden_dim)]
+            modules += (
+                [] if norm == "none" else [head_norm_layer(norm, hidden_dim)]
+            )
             modules += [nn.ReLU(inplace=True)]
             dim = hidden_dim
         modules.append(nn.Linear(dim, out_dim))
@@ -350,7 +365,9 @@ class BYOL(_Method):
     No negatives: the predictor and the slowly moving target keep it from collapsing. The target's
     momentum follows tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2. The second view uses
     solarisation (the paper's asymmetric augmentations). ``predictor=False`` removes the predictor
-    (the ablation of the paper's Table 5, which collapses).
+    (the ablation of the paper's Table 5, which collapses). ``norm`` is the projector's and predictor's
+    normalisation (:class:`MLPHead`): ``"batch"`` as in the paper, ``"none"`` or ``"group_ws"`` for
+    Richemond et al.'s (2020) question whether BYOL needs batch statistics (chapter 5i).
     """
 
     def __init__(
@@ -363,14 +380,15 @@ class BYOL(_Method):
         augment: ViewAugment | None = None,
         augment2: ViewAugment | None = None,
         predictor: bool = True,
+        norm: str = "batch",
     ):
         super().__init__(encoder, augment)
         dim = encoder_dim(encoder)
         hidden = hidden_dim or 2 * dim
         self.augment2 = augment2 or ViewAugment(solarize_p=0.2)
-        self.projector = MLPHead(dim, hidden, projection_dim)
+        self.projector = MLPHead(dim, hidden, projection_dim, norm=norm)
         self.predictor = (
-            MLPHead(projection_dim, hidden, projection_dim)
+            MLPHead(projection_dim, hidden, projection_dim, norm=norm)
             if predictor
             else nn.Identity()
         )
