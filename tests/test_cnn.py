@@ -551,3 +551,29 @@ def test_latency_is_ranked_only_beyond_the_ratio():
     assert [r["label"] for r in rest] == ["B"]
     with pytest.raises(ValueError, match="ratio"):
         compare_latency(a, b, ratio=0.5)
+
+
+def test_shortfall_reasons_speak_only_of_the_families_that_fell_short():
+    from vnotes.cnn import zoo
+
+    lagging = [
+        {
+            "family": "shufflenet_v1",
+            "label": "ShuffleNet v1",
+            "test_accuracy": 0.68,
+            "params": 6543,
+        },
+        {"family": "nin", "label": "NiN", "test_accuracy": 0.9, "params": 1},
+    ]
+    lines = zoo.shortfall_reasons(lagging)
+    assert (
+        lines[0].startswith("* ShuffleNet v1 (0.680): ")
+        and "6,543 parameters" in lines[0]
+    )
+    assert (
+        lines[1]
+        == "* NiN (0.900): no single feature of its design stands out."
+    )
+    assert zoo.shortfall_reasons([]) == []
+    known = {m.family for m in zoo.MINIATURES}
+    assert set(zoo.SLOW_START_REASONS) <= known

@@ -487,6 +487,34 @@ def accuracy_split(
     )
 
 
+# What in a miniature's design can make it learn slowly from scratch in a short budget. A page says
+# this only of the families that measurably fall short there (:func:`accuracy_split`), so the text
+# follows the run; the reasons are facts about the design, not measurements.
+SLOW_START_REASONS: dict[str, str] = {
+    "squeezenet": "its squeeze layers have no normalisation and its logits pass through a ReLU, as in the paper",
+    "hrnet": "it splits its width into many small parallel branches that exchange information only at fusion points",
+    "mobilenet_v3": "the Small layout downsamples to 4×4 within its first three blocks",
+    "shufflenet_v1": "grouped 1×1 convolutions leave each output channel a fraction of the input channels, and the miniature has {params:,} parameters",
+    "pplcnet": "it is a plain stack of depthwise-separable blocks without shortcuts",
+    "ghostnet": "half of each Ghost module's output channels are cheap depthwise copies of the other half",
+    "efficientnet": "its squeeze-and-excitation gates start near one half, damping every block's output until they learn",
+}
+
+
+def shortfall_reasons(lagging: list[dict]) -> list[str]:
+    """One Markdown bullet per family that fell short: its accuracy and what in its design can slow it down."""
+    lines = []
+    for r in lagging:
+        reason = SLOW_START_REASONS.get(r["family"])
+        text = (
+            reason.format(params=r["params"])
+            if reason
+            else "no single feature of its design stands out"
+        )
+        lines.append(f"* {r['label']} ({r['test_accuracy']:.3f}): {text}.")
+    return lines
+
+
 def compare_latency(
     a: dict, b: dict, ratio: float = LATENCY_RATIO
 ) -> tuple[str, float]:
