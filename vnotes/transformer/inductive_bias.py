@@ -128,7 +128,10 @@ def train_and_test(
 
 
 def shift_images(
-    images: Tensor, dx: int | Tensor, dy: int | Tensor, fill: str | float = "edge"
+    images: Tensor,
+    dx: int | Tensor,
+    dy: int | Tensor,
+    fill: str | float = "edge",
 ) -> Tensor:
     """Move each image's content ``dx`` pixels right and ``dy`` down (negative: left, up); the uncovered border gets ``fill``.
 
@@ -158,7 +161,10 @@ def shift_images(
     inside = ((cols >= 0) & (cols < W))[:, None, :] & (
         (rows >= 0) & (rows < H)
     )[:, :, None]  # [N, H, W]
-    cols, rows = cols.clamp(0, W - 1), rows.clamp(0, H - 1)  # "edge": nearest border pixel
+    cols, rows = (
+        cols.clamp(0, W - 1),
+        rows.clamp(0, H - 1),
+    )  # "edge": nearest border pixel
     index = torch.arange(N)[:, None, None]
     out = images.permute(0, 2, 3, 1)[
         index, rows[:, :, None], cols[:, None, :]
