@@ -3,7 +3,7 @@
 1. Wall time of every chapter notebook at each requested scale (papermill, a fresh kernel each).
 2. The overhead of `vnotes.fit` against a hand-written PyTorch loop on the same model and data.
 3. On a CUDA machine: training throughput of one model per part of the book at `full` size (images/s,
-   share of peak bf16 matrix FLOP/s) for `fit` and for the hand-written loop, with and without torch.compile.
+   share of the GPU's peak matrix FLOP/s in the precision used) for `fit` and for the hand-written loop, with and without torch.compile.
 
     .venv/bin/python benchmarks/run.py                      # notebooks at smoke and default + loop overhead
     .venv/bin/python benchmarks/run.py --scales smoke default full --only 01_optimization
@@ -30,13 +30,23 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 REPORT_JSON = ROOT / "benchmarks" / "report.json"
 REPORT_MD = ROOT / "benchmarks" / "REPORT.md"
-PEAK_BF16_TFLOPS = {
-    "H100": 989.0,
-    "H200": 989.0,
-    "A100": 312.0,
-    "L4": 121.0,
-    "T4": 65.0,
-}  # dense, per vendor sheets
+# dense tensor-core peak, TFLOP/s, per vendor sheets, for the precision `fit` uses there
+# (vnotes.runtime.gpu_precision: bf16 from compute capability 8.0, fp16 below, e.g. the T4)
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H100": {"bf16": 989.0, "fp16": 989.0},
+    "H200": {"bf16": 989.0, "fp16": 989.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0},
+    "L4": {"bf16": 121.0, "fp16": 121.0},
+    "T4": {"fp16": 65.0},  # no bf16 tensor cores: bf16 would be emulated
+}
+
+
+def peak_tflops(gpu_name: str, precision: str) -> float | None:
+    """The peak for ``precision`` of the first GPU in :data:`PEAK_TFLOPS` whose name is in ``gpu_name``."""
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in gpu_name:
+            return peaks.get(precision)
+    return None
 
 
 # Speed claims the pages make, checked here and not by the page tests (timings vary with the machine
@@ -335,6 +345,10 @@ def loop_overhead(
         if kind == "hand-written":
             net = torch.compile(model) if compile else model
 
+            scaler = (
+                torch.amp.GradScaler(device.type) if prec == "fp16" else None
+            )
+
             def run_epoch(epoch):
                 loader.set_epoch(epoch)
                 for xb, yb in loader:
@@ -343,8 +357,13 @@ def loop_overhead(
                     with autocast(device, prec):
                         loss = step_fn(net, (xb, yb))
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    if scaler is None:
+                        loss.backward()
+                        opt.step()
+                    else:  # fp16 (GPUs below compute capability 8.0), as fit does
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
 
             run_epoch(0)  # warm-up (and compilation)
             _sync(device)
@@ -379,11 +398,9 @@ def loop_overhead(
         results[kind]["train_gflop_per_image"] = round(flops / 1e9, 5)
         if device.type == "cuda":
             name = torch.cuda.get_device_name(device)
-            peak = next(
-                (v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None
-            )
+            peak = peak_tflops(name, prec)
             if peak:
-                results[kind]["share_of_peak_bf16"] = round(
+                results[kind]["share_of_peak"] = round(
                     flops * images / seconds / (peak * 1e12), 5
                 )
     hand, ours = (
@@ -498,13 +515,13 @@ def write_report(report: dict) -> None:
             f"{entry['images']} toy-world images, batch {entry['batch']}, AdamW, "
             f"mean of {entry['epochs_timed']} epochs after one warm-up epoch.",
             "",
-            "| loop | s / epoch | images / s | share of peak bf16 |",
+            f"| loop | s / epoch | images / s | share of peak {entry['precision']} |",
             "|---|---|---|---|",
         ]
         for kind in ("hand-written", "vnotes.fit"):
             r = entry[kind]
             lines.append(
-                f"| {kind} | {r['seconds_per_epoch']} | {r['images_per_second']} | {r.get('share_of_peak_bf16', 'n/a')} |"
+                f"| {kind} | {r['seconds_per_epoch']} | {r['images_per_second']} | {r.get('share_of_peak', 'n/a')} |"
             )
         lines += [
             "",

@@ -42,8 +42,70 @@ def test_precision_auto():
     mlp = nn.Linear(3, 4)
     assert resolve_precision("auto", torch.device("cpu"), mlp) == "fp32"
     assert resolve_precision("fp32", torch.device("cpu"), conv) == "fp32"
-    with pytest.raises(ValueError, match="precision='fp16'"):
-        resolve_precision("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        resolve_precision("fp8", torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "capability, expected",
+    [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")],
+)
+def test_precision_auto_on_gpus_follows_the_compute_capability(
+    monkeypatch, capability, expected
+):
+    """A T4 (7.5) says bf16 is supported but has no bf16 tensor cores: it gets fp16 (and a scaler)."""
+    monkeypatch.setattr(
+        torch.cuda, "get_device_capability", lambda d=None: capability
+    )
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cuda = torch.device("cuda")
+    assert resolve_precision("auto", cuda, nn.Linear(2, 2)) == expected
+    assert resolve_precision("fp32", cuda, nn.Linear(2, 2)) == "fp32"
+
+
+def test_fit_in_fp16_scales_the_loss_and_still_learns(monkeypatch):
+    """The fp16 path (what a T4 gets): loss scaling, unscaled clipping, skipped overflow steps."""
+    scaled = []
+
+    class CountingScaler(torch.amp.GradScaler):
+        def scale(self, outputs):
+            scaled.append(outputs.dtype)
+            return super().scale(outputs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", CountingScaler)
+    x, y = _blobs()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hist = fit(
+        model,
+        TensorLoader(x, y, batch_size=32, shuffle=True, seed=0),
+        optimizer=opt,
+        epochs=3,
+        device="cpu",
+        precision="fp16",
+        clip_grad_norm=1.0,
+        verbose=False,
+        progress=False,
+    )
+    assert hist.last("train_loss") < hist.epoch["train_loss"][0]
+    # clipping saw the true (unscaled) norm: bounded by the threshold after clipping, never 65536x it
+    assert max(hist.step["grad_norm"]) < 1e3
+    assert model[0].weight.dtype == torch.float32  # master weights stay fp32
+    assert len(scaled) == 3 * (
+        len(x) // 32
+    )  # every step's loss went through the scaler
+    fit(
+        model,
+        TensorLoader(x, y, batch_size=32),
+        optimizer=opt,
+        epochs=1,
+        device="cpu",
+        precision="fp32",
+        verbose=False,
+        progress=False,
+    )
+    assert len(scaled) == 3 * (len(x) // 32)  # fp32 (and bf16) need no scaler
 
 
 def test_recorder_writes_per_scale(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -83,11 +83,13 @@ def _has_conv(model: nn.Module | None) -> bool:
 def resolve_precision(
     precision: str, device: torch.device, model: nn.Module | None = None
 ) -> str:
-    """Turn ``auto`` into ``bf16`` or ``fp32`` for this device and model.
+    """Turn ``auto`` into ``bf16``, ``fp16`` or ``fp32`` for this device and model.
 
-    ``auto`` chooses bf16 on CUDA GPUs that support it; on a CPU only for convolutional models
-    on CPUs with native bf16 (measured here: 2.2x faster for a small CNN, but up to 1.8x *slower*
-    for small attention models). Other devices get fp32.
+    ``auto`` on a CUDA GPU: bf16 from compute capability 8.0 (Ampere and later, which have bf16
+    tensor cores), fp16 below it (a T4, Colab's free GPU, is 7.5: it reports bf16 as supported but
+    emulates it slowly; fp16 needs the gradient scaler :func:`vnotes.fit` adds). On a CPU, bf16 only
+    for convolutional models on CPUs with native bf16 (measured here: 2.2x faster for a small CNN, but
+    up to 1.8x *slower* for small attention models). Other devices get fp32.
     """
     if precision not in PRECISIONS:
         raise ValueError(
@@ -96,18 +98,26 @@ def resolve_precision(
     if precision != "auto":
         return precision
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return gpu_precision(device)
     if device.type == "cpu" and cpu_has_bf16() and _has_conv(model):
         return "bf16"
     return "fp32"
 
 
+def gpu_precision(device: torch.device | None = None) -> str:
+    """``bf16`` on CUDA GPUs of compute capability 8.0 or more, ``fp16`` below (with a gradient scaler)."""
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16" if major >= 8 else "fp16"
+
+
 def autocast(
     device: torch.device, precision: str
 ) -> contextlib.AbstractContextManager:
-    """The autocast context for a resolved precision (``bf16``) or a no-op (``fp32``)."""
+    """The autocast context for a resolved precision (``bf16``, ``fp16``) or a no-op (``fp32``)."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
     return contextlib.nullcontext()
 
 
@@ -126,7 +136,11 @@ def describe(device: torch.device | None = None) -> str:
     device = device or pick_device()
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        return f"cuda ({name}), bf16: {torch.cuda.is_bf16_supported()}, torch {torch.__version__}"
+        major, minor = torch.cuda.get_device_capability(device)
+        return (
+            f"cuda ({name}, compute capability {major}.{minor}), mixed precision: "
+            f"{gpu_precision(device)}, torch {torch.__version__}"
+        )
     return (
         f"{device.type}, {torch.get_num_threads()} threads, native bf16: {cpu_has_bf16()}, "
         f"torch {torch.__version__}"

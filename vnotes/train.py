@@ -329,6 +329,9 @@ def fit(
     device = torch.device(device) if device is not None else pick_device()
     model.to(device)
     prec = resolve_precision(precision, device, model)
+    # fp16 has a narrow range: small gradients underflow to zero unless the loss is scaled up first
+    # (Micikevicius et al., 2018); bf16 has fp32's range and needs no scaler
+    scaler = torch.amp.GradScaler(device.type) if prec == "fp16" else None
     if channels_last == "auto":
         channels_last = device.type == "cuda" and any(
             isinstance(m, nn.Conv2d) for m in model.modules()
@@ -395,14 +398,26 @@ def fit(
                 out = step_fn(net, batch)
             loss, extra = out if isinstance(out, tuple) else (out, {})
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(
+                    optimizer
+                )  # clip and log the true gradient norm
+            else:
+                loss.backward()
             if clip_grad_norm is not None:
                 norms.append(
                     torch.nn.utils.clip_grad_norm_(
                         net.parameters(), clip_grad_norm
                     )
                 )
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(
+                    optimizer
+                )  # skipped when the scaled gradients overflowed
+                scaler.update()
+            else:
+                optimizer.step()
             lrs.append(optimizer.param_groups[0]["lr"])
             if scheduler is not None and scheduler_interval == "step":
                 scheduler.step()

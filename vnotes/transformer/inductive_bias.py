@@ -100,6 +100,11 @@ def train_and_test(
     )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * len(loader)
+    if steps < 2:
+        raise ValueError(
+            f"{len(x_train)} training images in batches of {batch_size} for {epochs} epoch(s) make {steps} step; "
+            "the one-cycle schedule needs at least 2"
+        )
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=steps, pct_start=0.1
     )
