@@ -14,7 +14,7 @@ export VNOTES_PROGRESS := 0
 export VNOTES_METRICS_DIR := $(CURDIR)/_build/metrics
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv lint book test unit notebooks pages bench clean
+.PHONY: venv lint book test unit notebooks pages full-dry bench clean
 
 # The ipywidgets JavaScript for the static pages, fetched from the npm registry at build time
 # (never committed): saved widget state then renders offline, without a CDN. Not under _static: Jupyter
@@ -81,6 +81,16 @@ test:
 	@for step in venv lint unit notebooks book pages; do start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$step || exit 1; \
 	  echo "== make $$step: $$(( $$(date +%s) - start )) s"; done
+
+# Every page at `full` on the CPU with every loop cut to two iterations (vnotes.scales.dry_run_steps): finds
+# what would break a GPU reader's `full` run (shapes, memory, missing settings). Metrics go to full-dry.
+full-dry: $(STAMP)
+	rm -rf _build/metrics/full-dry _build/full-dry
+	mkdir -p _build/full-dry
+	@fail=0; for nb in $$($(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from bookinfo import chapter_notebooks; print(' '.join(str(p) for p in chapter_notebooks()))"); do \
+	  name=$$(basename $$nb .ipynb); start=$$(date +%s); \
+	  if VNOTES_SCALE=full VNOTES_DRY_RUN=2 OMP_NUM_THREADS=1 VNOTES_PROGRESS=0 $(BIN)/papermill --log-level WARNING $$nb _build/full-dry/$$name.ipynb > _build/full-dry/$$name.log 2>&1; \
+	  then echo "ok     $$name $$(( $$(date +%s) - start )) s"; else echo "FAILED $$name (see _build/full-dry/$$name.log)"; fail=1; fi; done; exit $$fail
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

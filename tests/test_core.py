@@ -473,3 +473,45 @@ def test_recorded_value_is_a_float_that_displays_nothing(tmp_path):
     assert "| `acc` | 0.25 |" in table and "| `loss` | 1.5 |" in table
     assert "tests/thresholds/99_demo.toml" in table
     assert str(tmp_path) not in table  # no local path on the page
+
+
+def test_dry_run_switch_caps_loops_and_keeps_its_numbers_apart(
+    tmp_path, monkeypatch
+):
+    """VNOTES_DRY_RUN=n: fit runs at most n epochs of n batches, evaluation n batches; metrics go to
+    <scale>-dry and the model cache is a private folder (a dry model is never reused)."""
+    from vnotes.checkpoint import cache_dir
+    from vnotes.scales import dry_cap, dry_iter, dry_run_steps
+
+    monkeypatch.delenv("VNOTES_DRY_RUN", raising=False)
+    real_cache = cache_dir()
+    assert dry_run_steps() is None and dry_cap(50) == 50
+    monkeypatch.setenv("VNOTES_DRY_RUN", "2")
+    assert (
+        dry_run_steps() == 2
+        and dry_cap(50) == 2
+        and list(dry_iter(range(9))) == [0, 1]
+    )
+    assert cache_dir() != real_cache and "vnotes-dry-cache" in cache_dir().name
+    x, y = _blobs()
+    model = nn.Linear(2, 2)
+    hist = fit(
+        model,
+        TensorLoader(x, y, batch_size=16),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=5,
+        val_loader=TensorLoader(x, y, batch_size=16),
+        device="cpu",
+        verbose=False,
+        progress=False,
+    )
+    assert hist.epochs_run == 2 and len(hist.step["loss"]) == 4
+    assert len(correct_flags(model, TensorLoader(x, y, batch_size=16))) == 32
+    rec = Recorder("99_demo", "full", directory=tmp_path)
+    rec("acc", 0.5)
+    assert (tmp_path / "full-dry" / "99_demo.json").exists()
+    assert not (tmp_path / "full").exists()
+    for bad in ("-1", "two"):
+        monkeypatch.setenv("VNOTES_DRY_RUN", bad)
+        with pytest.raises(ValueError, match="VNOTES_DRY_RUN"):
+            dry_run_steps()

@@ -577,3 +577,27 @@ def test_latent_gaussian_sampler_has_the_fitted_moments():
     assert torch.allclose(
         torch.cov(draws.T), dist.covariance_matrix, rtol=0.06, atol=0.02
     )  # 20,000 draws
+
+
+def test_dry_run_samplers_call_the_model_on_few_steps_but_keep_every_asked_step(
+    monkeypatch,
+):
+    calls = []
+
+    class Counting(_ToyEps):
+        def forward(self, x, t, cond=None, cond_mask=None):
+            calls.append(int(t[0]))
+            return super().forward(x, t, cond, cond_mask)
+
+    d = GaussianDiffusion(50, "linear")
+    monkeypatch.setenv("VNOTES_DRY_RUN", "3")
+    x, kept = d.sample(Counting(), (2, 1, 2, 2), keep=(49, 25, 0))
+    assert calls == [49, 48, 47, 0] and set(kept) == {49, 25, 0}
+    calls.clear()
+    x, kept = d.ddim_sample(Counting(), (2, 1, 2, 2), steps=10, keep=(0,))
+    assert len(calls) == 4 and calls[-1] == 0 and set(kept) == {0}
+    assert torch.isfinite(x).all()
+    monkeypatch.delenv("VNOTES_DRY_RUN")
+    calls.clear()
+    d.sample(Counting(), (2, 1, 2, 2))
+    assert len(calls) == 50  # a real run: every step

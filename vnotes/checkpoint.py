@@ -46,7 +46,17 @@ def load_checkpoint(
 
 
 def cache_dir() -> Path:
-    """``$VNOTES_CACHE_DIR`` or ``data/cache`` of the checkout (or ``./vnotes_cache`` outside one)."""
+    """``$VNOTES_CACHE_DIR`` or ``data/cache`` of the checkout (or ``./vnotes_cache`` outside one).
+
+    In a dry run (:func:`vnotes.scales.dry_run_steps`) a private temporary folder of this process, so a
+    model trained on truncated loops is never reused by a real run.
+    """
+    from .scales import dry_run_steps
+
+    if dry_run_steps() is not None:
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / f"vnotes-dry-cache-{os.getpid()}"
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env)

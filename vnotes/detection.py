@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .cnn import resnet_mini
 from .transformer import MLP, MultiHeadAttention, sinusoidal_position_encoding
+from .scales import dry_iter
 
 __all__ = [
     "box_cxcywh_to_xyxy",
@@ -610,7 +611,7 @@ def detr_eval(iou_threshold: float = 0.5) -> Callable:
 
     def eval_fn(model: nn.Module, loader: Iterable) -> dict[str, float]:
         preds, gts = [], []
-        for images, gt_labels, gt_boxes in loader:
+        for images, gt_labels, gt_boxes in dry_iter(loader):
             preds.append(detect(model, images))
             gts.append((gt_labels.cpu(), gt_boxes.cpu()))
         scores, labels, boxes = (

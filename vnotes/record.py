@@ -77,7 +77,11 @@ class Recorder:
         self.notebook = notebook
         self.scale = scale
         root = Path(directory) if directory is not None else metrics_dir()
-        self.path = root / scale / f"{notebook}.json"
+        from .scales import dry_run_steps
+
+        # a dry run's numbers come from truncated loops: kept apart, never judged
+        folder = f"{scale}-dry" if dry_run_steps() is not None else scale
+        self.path = root / folder / f"{notebook}.json"
         self.metrics: dict[str, float] = {}
         self._write()
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from .data.toyworld import COLOURS, SHAPES, SPLITS, Scenes
 from .record import atomic_write_text, metrics_dir
+from .scales import dry_iter
 
 
 # --------------------------------------------------------------------------- one time step
@@ -881,7 +882,7 @@ def greedy_accuracy(model: Seq2Seq, loader: LengthBatches) -> dict[str, float]:
     """:func:`vnotes.fit`'s ``eval_fn``: token accuracy of free-running decoding over ``loader``."""
     right = total = 0
     device = next(model.parameters()).device
-    for src, tgt in loader:
+    for src, tgt in dry_iter(loader):
         right += int((model.greedy_decode(src.to(device)).cpu() == tgt).sum())
         total += tgt.numel()
     return {"acc": right / max(total, 1)}

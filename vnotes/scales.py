@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 SCALES: tuple[str, ...] = ("smoke", "default", "full")
 ENV_VAR = "VNOTES_SCALE"
+DRY_RUN_ENV = "VNOTES_DRY_RUN"
 
 T = TypeVar("T")
 
@@ -61,3 +62,41 @@ def describe_scales(table: dict[str, dict[str, Any]]) -> str:
             + " |"
         )
     return "\n".join(lines)
+
+
+def dry_run_steps() -> int | None:
+    """Iterations per loop in a *dry run* (``$VNOTES_DRY_RUN``, a positive integer), or None outside one.
+
+    A dry run executes a notebook's configuration exactly -- data, model and batch sizes, every cell and
+    figure -- but :func:`vnotes.fit`, :func:`vnotes.evaluate`, the samplers and the probes stop each loop
+    whose length grows with the scale after this many iterations. It checks that ``full`` runs before a
+    GPU reader tries it, on a CPU, in minutes. Its metrics go to ``<scale>-dry`` (never judged) and it
+    caches no model (:func:`vnotes.checkpoint.cache_dir` is a private temporary folder).
+    """
+    raw = os.environ.get(DRY_RUN_ENV, "").strip()
+    if raw in ("", "0"):
+        return None
+    try:
+        steps = int(raw)
+    except ValueError:
+        steps = -1
+    if steps < 1:
+        raise ValueError(
+            f"{DRY_RUN_ENV}={raw!r} is not allowed: give a positive number of iterations per loop "
+            "(e.g. 2), or 0 / nothing for a real run"
+        )
+    return steps
+
+
+def dry_cap(n: int) -> int:
+    """``n`` iterations, or at most :func:`dry_run_steps` of them in a dry run."""
+    steps = dry_run_steps()
+    return n if steps is None else min(n, steps)
+
+
+def dry_iter(iterable):
+    """``iterable`` unchanged, or only its first :func:`dry_run_steps` items in a dry run (evaluation passes)."""
+    import itertools
+
+    steps = dry_run_steps()
+    return iterable if steps is None else itertools.islice(iterable, steps)

@@ -26,6 +26,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .runtime import autocast, pick_device, resolve_precision
+from .scales import dry_run_steps
 
 StepFn = Callable[
     [nn.Module, Any],
@@ -215,7 +216,10 @@ def evaluate(
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
-    for batch in loader:
+    dry = dry_run_steps()
+    for b, batch in enumerate(loader):
+        if dry is not None and b >= dry:
+            break
         x, y = to_device(batch, device)[:2]
         with autocast(device, precision):
             logits = model(x)
@@ -266,7 +270,10 @@ def correct_flags(
     was_training = model.training
     model.eval()
     flags = []
-    for batch in loader:
+    dry = dry_run_steps()
+    for b, batch in enumerate(loader):
+        if dry is not None and b >= dry:
+            break
         x, y = to_device(batch, device)[:2]
         flags.append((model(x).argmax(-1) == y).cpu())
     model.train(was_training)
@@ -329,6 +336,11 @@ def fit(
     device = torch.device(device) if device is not None else pick_device()
     model.to(device)
     prec = resolve_precision(precision, device, model)
+    dry = (
+        dry_run_steps()
+    )  # a dry run: at most this many epochs, and batches per epoch
+    if dry is not None:
+        epochs = min(epochs, dry)
     # fp16 has a narrow range: small gradients underflow to zero unless the loss is scaled up first
     # (Micikevicius et al., 2018); bf16 has fp32's range and needs no scaler
     scaler = torch.amp.GradScaler(device.type) if prec == "fp16" else None
@@ -393,6 +405,8 @@ def fit(
         norms: list[torch.Tensor] = []
         extras: dict[str, list[torch.Tensor]] = {}
         for i, batch in enumerate(train_loader):
+            if dry is not None and i >= dry:
+                break
             batch = to_device(batch, device, channels_last)
             with autocast(device, prec):
                 out = step_fn(net, batch)

@@ -33,7 +33,7 @@ from .objectives import (
     sample_hard_negatives,
     same_caption,
 )
-from .towers import TextTransformer, image_tokens
+from .towers import TextTransformer, fit_width_to_tower, image_tokens
 from .vilt import MLMHead
 
 # ALBEF-14M (Li et al., 2021, Sec. 4): ViT-B/16 image encoder, BERT-base split 6 text + 6 fusion layers,
@@ -416,7 +416,9 @@ def build_albef(
         raise ValueError(
             f"unknown ALBEF settings {sorted(unknown)}; allowed: {sorted(ALBEF_CONFIGS['mini'])}"
         )
-    cfg = {**ALBEF_CONFIGS[name], **overrides}
+    cfg = fit_width_to_tower(
+        {**ALBEF_CONFIGS[name], **overrides}, visual, overrides
+    )
     if visual is None:
         visual = ViT(
             image_size=256,

@@ -28,7 +28,7 @@ from ..data import Vocabulary
 from ..transformer import MLP, MultiHeadAttention, init_transformer_weights
 from .albef import hard_negative_itm, momentum_itc
 from .momentum import MomentumDistillation
-from .towers import image_tokens
+from .towers import fit_width_to_tower, image_tokens
 
 MED_MODES: tuple[str, ...] = ("text", "itm", "lm")
 
@@ -451,9 +451,10 @@ def build_blip(
         raise ValueError(
             f"unknown BLIP settings {sorted(unknown)}; allowed: {sorted(BLIP_CONFIGS['mini'])}"
         )
-    return BLIP(
-        vocab, visual, seed=seed, **{**BLIP_CONFIGS[name], **overrides}
+    cfg = fit_width_to_tower(
+        {**BLIP_CONFIGS[name], **overrides}, visual, overrides
     )
+    return BLIP(vocab, visual, seed=seed, **cfg)
 
 
 def blip_step(losses: tuple[str, ...] = ("itc", "itm", "lm")):

@@ -23,6 +23,7 @@ from .data import COLOUR_NAMES, normalize_pixels
 from .metrics import retrieval_report
 from .objectives import itc_loss
 from .towers import ResNetTower, TextTransformer
+from ..scales import dry_iter
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -312,7 +313,9 @@ def embed_all(
 
 def clip_retrieval_eval(model: CLIP, loader) -> dict[str, float]:
     """An ``eval_fn`` for :func:`vnotes.fit`: R@1 both ways over a loader of (images, tokens, caption_id)."""
-    images, ids, caption_id = (torch.cat(parts) for parts in zip(*loader))
+    images, ids, caption_id = (
+        torch.cat(parts) for parts in zip(*dry_iter(loader))
+    )
     img, txt = embed_all(model, images, ids)
     report = retrieval_report(img @ txt.T, caption_id.to(img.device), ks=(1,))
     return {"i2t_r1": report["i2t_r1"], "t2i_r1": report["t2i_r1"]}

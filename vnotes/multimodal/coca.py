@@ -28,7 +28,7 @@ from ..transformer import (
 )
 from .blip import decode
 from .objectives import itc_loss
-from .towers import image_tokens
+from .towers import fit_width_to_tower, image_tokens
 
 # CoCa-Base (Yu et al., 2022, Table 1): 12 image layers, 12 unimodal + 12 multimodal text layers, width 768;
 # 256 captioning queries; and the book's mini
@@ -243,7 +243,10 @@ def build_coca(
         raise ValueError(
             f"unknown CoCa settings {sorted(unknown)}; allowed: {sorted(COCA_CONFIGS['mini'])}"
         )
-    return CoCa(vocab, visual, **{**COCA_CONFIGS[name], **overrides})
+    cfg = fit_width_to_tower(
+        {**COCA_CONFIGS[name], **overrides}, visual, overrides
+    )
+    return CoCa(vocab, visual, **cfg)
 
 
 def coca_step(

@@ -183,6 +183,27 @@ class ResNetTower(nn.Module):
         )
 
 
+def tower_width(visual: nn.Module) -> int:
+    """The width of the tokens an image tower hands to a fusion model (a ResNet tower's ``width``, a ViT's [CLS])."""
+    if isinstance(visual, ResNetTower):
+        return visual.width
+    if hasattr(visual, "cls_token"):
+        return visual.cls_token.shape[-1]
+    raise TypeError(
+        f"{type(visual).__name__} is not an image tower: give a ResNetTower or a ViT"
+    )
+
+
+def fit_width_to_tower(
+    cfg: dict, visual: nn.Module | None, overrides: dict
+) -> dict:
+    """``cfg`` with ``dim`` set to the tower's token width unless the caller chose one: the fusion layers
+    read the tower's tokens, so a wider CLIP (as at the ``full`` scale) widens the model built on it."""
+    if visual is None or "dim" in overrides:
+        return cfg
+    return {**cfg, "dim": tower_width(visual)}
+
+
 # ----------------------------------------------------------------------------- tokens for fusion
 def image_tokens(
     visual: ViT | ResNetTower, images: Tensor, need_weights: bool = False

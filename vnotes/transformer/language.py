@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import KVCache, TransformerBlock, init_transformer_weights
+from ..scales import dry_iter
 
 
 class CausalLM(nn.Module):
@@ -405,7 +406,7 @@ def sequence_labelling_accuracy(model: nn.Module, loader) -> dict[str, float]:
     was_training = model.training
     model.eval()
     right = total = 0
-    for x, y in loader:
+    for x, y in dry_iter(loader):
         keep = y != -100
         right += (model(x).argmax(-1)[keep] == y[keep]).sum().item()
         total += keep.sum().item()

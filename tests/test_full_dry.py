@@ -1,0 +1,56 @@
+"""The `full` scale, dry (issue #20): two pages run their full configuration on the CPU with every loop cut
+to two iterations (VNOTES_DRY_RUN=2), so a shape error or a setting that no longer exists at `full` is found
+here, not by a reader with a GPU. One CNN page and one multimodal page (which also builds 7a's CLIP at full
+size); `make full-dry` runs every page."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("page", ["03c_classic_cnns", "07c_albef"])
+def test_page_runs_its_full_configuration_dry(page, tmp_path):
+    env = dict(
+        os.environ,
+        VNOTES_SCALE="full",
+        VNOTES_DRY_RUN="2",
+        OMP_NUM_THREADS="1",
+        VNOTES_PROGRESS="0",
+        VNOTES_METRICS_DIR=str(tmp_path / "metrics"),
+        VNOTES_CACHE_DIR=str(
+            tmp_path / "cache"
+        ),  # a dry run must leave it empty
+    )
+    out = tmp_path / f"{page}.ipynb"
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "papermill"),
+            "--log-level",
+            "WARNING",
+            str(ROOT / "chapters" / f"{page}.ipynb"),
+            str(out),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nb = json.loads(out.read_text())
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    assert (tmp_path / "metrics" / "full-dry" / f"{page}.json").exists()
+    assert not (
+        tmp_path / "metrics" / "full"
+    ).exists()  # never judged as a full run
+    assert not (tmp_path / "cache").exists() or not any(
+        (tmp_path / "cache").iterdir()
+    )
