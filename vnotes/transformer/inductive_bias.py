@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..cnn.common import count_parameters
 from ..cnn.resnet import resnet_mini
 from ..data import TensorLoader
-from ..train import EarlyStopping, fit
+from ..train import fit, keep_best
 from ..runtime import seed_everything
 from .vit import vit_toy
 
@@ -35,18 +35,22 @@ def matched_pair(
     vit: dict | None = None,
     cnn: dict | None = None,
     max_ratio: float = 1.25,
+    seed: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
     """A toy ViT (Dosovitskiy et al., 2021) and a mini ResNet (He et al., 2016) whose parameter counts differ by at most ``max_ratio``.
 
     ``vit`` holds keyword arguments of :func:`vnotes.transformer.vit_toy`, ``cnn`` those of
     :func:`vnotes.cnn.resnet.resnet_mini`; the pair is built as given, and a ValueError says the
-    two counts when they are further apart than ``max_ratio`` (larger / smaller).
+    two counts when they are further apart than ``max_ratio`` (larger / smaller). Each model's initial
+    weights are drawn after seeding with ``seed``.
     """
     if max_ratio < 1:
         raise ValueError(f"max_ratio={max_ratio} must be at least 1")
+    seed_everything(seed)
     vit_model = vit_toy(
         num_classes=num_classes, image_size=image_size, **(vit or {})
     )
+    seed_everything(seed)
     cnn_model = resnet_mini(num_classes=num_classes, **(cnn or {}))
     n_vit, n_cnn = count_parameters(vit_model), count_parameters(cnn_model)
     ratio = max(n_vit, n_cnn) / min(n_vit, n_cnn)
@@ -100,16 +104,22 @@ def train_and_test(
     )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * len(loader)
-    if steps < 2:
+    if steps < 4:
         raise ValueError(
             f"{len(x_train)} training images in batches of {batch_size} for {epochs} epoch(s) make {steps} step; "
-            "the one-cycle schedule needs at least 2"
+            "the one-cycle schedule needs at least 4"
         )
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=steps, pct_start=0.1
+        opt,
+        max_lr=lr,
+        total_steps=steps,
+        pct_start=max(
+            0.1, 2 / steps
+        ),  # warm up for 10 % of the run, at least 2 steps
     )
-    # the patience is the whole run: never stops early, only keeps the best validation epoch
-    stopper = EarlyStopping("val_acc", mode="max", patience=epochs)
+    stopper = keep_best(
+        epochs
+    )  # never stops early; ends with the best validation epoch's weights
     history = fit(
         model,
         loader,
@@ -136,13 +146,14 @@ def shift_images(
     images: Tensor,
     dx: int | Tensor,
     dy: int | Tensor,
-    fill: str | float = "edge",
+    fill: str | float = "border",
 ) -> Tensor:
     """Move each image's content ``dx`` pixels right and ``dy`` down (negative: left, up); the uncovered border gets ``fill``.
 
-    ``dx`` and ``dy`` are integers or ``[N]`` integer tensors (one shift per image). ``fill="edge"``
-    repeats the nearest border pixel (on the toy world's plain backgrounds: the background colour,
-    the same for every class); a number fills with that value.
+    ``dx`` and ``dy`` are integers or ``[N]`` integer tensors (one shift per image). ``fill="border"``
+    fills with each image's median border colour (on the toy world's plain backgrounds: exactly the
+    background, the same for every class), ``"edge"`` repeats the nearest border pixel, a number
+    fills with that value.
     """
     if images.dim() != 4:
         raise ValueError(
@@ -158,8 +169,8 @@ def shift_images(
             f"shifts up to |dx|={dx.abs().max().item()}, |dy|={dy.abs().max().item()} "
             f"must be smaller than the image ({W}x{H})"
         )
-    if not (fill == "edge" or isinstance(fill, (int, float))):
-        raise ValueError(f"fill={fill!r} must be 'edge' or a number")
+    if not (fill in ("border", "edge") or isinstance(fill, (int, float))):
+        raise ValueError(f"fill={fill!r} must be 'border', 'edge' or a number")
     # output pixel (y, x) reads input pixel (y - dy, x - dx)
     cols = torch.arange(W)[None, :] - dx[:, None]  # [N, W]
     rows = torch.arange(H)[None, :] - dy[:, None]  # [N, H]
@@ -175,7 +186,19 @@ def shift_images(
         index, rows[:, :, None], cols[:, None, :]
     ]  # [N, H, W, C]
     out = out.permute(0, 3, 1, 2).contiguous()
-    if fill != "edge":
+    if fill == "border":
+        rim = torch.cat(
+            [
+                images[..., 0, :],
+                images[..., -1, :],
+                images[..., 0],
+                images[..., -1],
+            ],
+            dim=-1,
+        )  # [N, C, 2W + 2H]
+        background = rim.median(-1).values[..., None, None]  # [N, C, 1, 1]
+        out = torch.where(inside[:, None], out, background.expand_as(out))
+    elif fill != "edge":
         out = torch.where(inside[:, None], out, torch.full_like(out, fill))
     return out
 
@@ -198,7 +221,8 @@ def shift_directions(
     sx = torch.where(right >= left, 1, -1)
     sy = torch.where(down >= up, 1, -1)
     room = torch.minimum(torch.maximum(right, left), torch.maximum(down, up))
-    return sx, sy, room.floor().long()
+    # boxes hold pixels at least 25 % covered; the anti-aliased rim can reach one pixel further
+    return sx, sy, (room.floor().long() - 1).clamp(min=0)
 
 
 def shift_probe(
@@ -207,7 +231,7 @@ def shift_probe(
     labels: Tensor,
     boxes: Tensor,
     shifts: Sequence[int],
-    fill: str | float = "edge",
+    fill: str | float = "border",
 ) -> list[dict]:
     """Accuracy of ``model`` on images whose object is moved ``s`` pixels right/left and down/up, for each ``s`` in ``shifts``.
 
