@@ -1,4 +1,4 @@
-"""Chapter 5i: batch-independent heads for BYOL (vnotes/ssl/normalization.py, the ``norm`` of MLPHead/BYOL)."""
+"""Batch-independent heads for BYOL (vnotes/ssl/normalization.py, the ``norm`` of MLPHead/BYOL)."""
 
 import pytest
 import torch

@@ -367,7 +367,7 @@ class BYOL(_Method):
     solarisation (the paper's asymmetric augmentations). ``predictor=False`` removes the predictor
     (the ablation of the paper's Table 5, which collapses). ``norm`` is the projector's and predictor's
     normalisation (:class:`MLPHead`): ``"batch"`` as in the paper, ``"none"`` or ``"group_ws"`` for
-    Richemond et al.'s (2020) question whether BYOL needs batch statistics (chapter 5i).
+    Richemond et al.'s (2020) question whether BYOL needs batch statistics.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Batch-independent normalisation for BYOL's heads and encoder (chapter 5i, 批处理 / 隐式的负样本).
+"""Batch-independent normalisation for BYOL's heads and encoder (for chapter 5, 批处理 / 隐式的负样本).
 
 BatchNorm normalises each unit with the mean and variance of the *batch*, so one image's output
 depends on the other images in it: information leaks across the batch, which may act as implicit
