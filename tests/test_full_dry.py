@@ -40,7 +40,7 @@ def test_page_runs_its_full_configuration_dry(page, tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # ~45 s (3c) and ~60 s (7c) alone here; room for a loaded CI machine
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     nb = json.loads(out.read_text())
