@@ -83,14 +83,17 @@ test:
 	  echo "== make $$step: $$(( $$(date +%s) - start )) s"; done
 
 # Every page at `full` on the CPU with every loop cut to two iterations (vnotes.scales.dry_run_steps): finds
-# what would break a GPU reader's `full` run (shapes, memory, missing settings). Metrics go to full-dry.
+# what would break a GPU reader's `full` run (shapes, memory, missing settings). Metrics go to full-dry,
+# with what each page's training would cost (vnotes.costs), which benchmarks/full_costs.py turns into
+# predicted GPU times in benchmarks/FULL_COSTS.md (each page's cost line quotes its row).
 full-dry: $(STAMP)
 	rm -rf _build/metrics/full-dry _build/full-dry
 	mkdir -p _build/full-dry
 	@fail=0; for nb in $$($(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from bookinfo import chapter_notebooks; print(' '.join(str(p) for p in chapter_notebooks()))"); do \
 	  name=$$(basename $$nb .ipynb); start=$$(date +%s); \
 	  if VNOTES_SCALE=full VNOTES_DRY_RUN=2 OMP_NUM_THREADS=1 VNOTES_PROGRESS=0 $(BIN)/papermill --log-level WARNING $$nb _build/full-dry/$$name.ipynb > _build/full-dry/$$name.log 2>&1; \
-	  then echo "ok     $$name $$(( $$(date +%s) - start )) s"; else echo "FAILED $$name (see _build/full-dry/$$name.log)"; fail=1; fi; done; exit $$fail
+	  then echo "ok     $$name $$(( $$(date +%s) - start )) s"; else echo "FAILED $$name (see _build/full-dry/$$name.log)"; fail=1; fi; done; \
+	  $(BIN)/python benchmarks/full_costs.py; exit $$fail
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

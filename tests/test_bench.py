@@ -82,3 +82,36 @@ def test_attention_kernel_benchmark_runs_and_reports_both_paths():
     assert a["speedup"] == pytest.approx(
         a["bf16_kernel_ms"] / a["fused_attention_ms"], rel=0.05
     )
+
+
+def test_full_cost_prediction_follows_its_formula(tmp_path):
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "full_costs", ROOT / "benchmarks" / "full_costs.py"
+    )
+    fc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fc)
+    run = {
+        "desc": "x",
+        "trainable_parameters": 10,
+        "flops_per_step": 1e12,
+        "ops_per_step": 100,
+        "full_steps": 1000,
+        "peak_bytes": 2e9,
+        "precision": "auto",
+    }
+    low, high = fc.predict([run], "A100")
+    assert low == pytest.approx(1000 * (1e12 / (312e12 * 0.4) + 100 * 10e-6))
+    assert high == pytest.approx(1000 * (1e12 / (312e12 * 0.1) + 100 * 20e-6))
+    t4_low, _ = fc.predict([run], "T4")  # fp16 peak there
+    assert t4_low == pytest.approx(1000 * (1e12 / (65e12 * 0.4) + 100 * 10e-6))
+    fp32_low, _ = fc.predict([{**run, "precision": "fp32"}], "A100")
+    assert fp32_low > low  # no tensor cores for fp32 requests
+    path = tmp_path / "07c_albef.costs.json"
+    path.write_text(json.dumps({"runs": [run, {**run, "full_steps": 500}]}))
+    row = fc.page_row(path)
+    assert row["steps"] == 1500 and row["train_pflop"] == pytest.approx(1.5)
+    assert row["peak_gb"] == pytest.approx(2.0) and row["fits_t4_memory"]

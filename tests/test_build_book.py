@@ -261,3 +261,29 @@ def test_a_hung_page_is_killed_and_run_again(tmp_path, monkeypatch):
     ok, _, log = bb._run_page("stuck", "smoke", timeout=60)
     assert not ok and "hung" in log and "attempt 2" in log
     assert time.perf_counter() - t < 60, "the hang was not detected in time"
+
+
+def test_cost_line_quotes_the_pages_full_prediction(tmp_path, monkeypatch):
+    costs = tmp_path / "full_costs.json"
+    costs.write_text(
+        json.dumps(
+            {
+                "pages": [
+                    {
+                        "page": "07c_albef",
+                        "predicted_minutes": {
+                            "T4": [1.5, 6.2],
+                            "A100": [0.3, 1.4],
+                        },
+                    }
+                ],
+                "without_training": ["03b_cnn_families"],
+            }
+        )
+    )
+    monkeypatch.setattr(bb, "FULL_COSTS_JSON", costs)
+    line = bb.full_prediction("07c_albef")
+    assert "predicted" in line and "1.5-6.2 min on a T4" in line
+    assert "0.3-1.4 min on an A100" in line and "FULL_COSTS.md" in line
+    assert "trains nothing" in bb.full_prediction("03b_cnn_families")
+    assert "needs a GPU" in bb.full_prediction("99_unknown")

@@ -515,3 +515,71 @@ def test_dry_run_switch_caps_loops_and_keeps_its_numbers_apart(
         monkeypatch.setenv("VNOTES_DRY_RUN", bad)
         with pytest.raises(ValueError, match="VNOTES_DRY_RUN"):
             dry_run_steps()
+
+
+def test_adamw_one_cycle_matches_torch_and_checks_its_input():
+    from vnotes.train import adamw_one_cycle
+
+    model = nn.Linear(3, 2)
+    model.bias.requires_grad_(False)  # frozen parameters are left out
+    opt, sched = adamw_one_cycle(
+        model, lr=0.1, total_steps=10, weight_decay=0.02, warmup=0.2
+    )
+    assert [p for g in opt.param_groups for p in g["params"]] == [model.weight]
+    ref_opt = torch.optim.AdamW([model.weight], lr=0.1, weight_decay=0.02)
+    ref = torch.optim.lr_scheduler.OneCycleLR(
+        ref_opt, max_lr=0.1, total_steps=10, pct_start=0.2
+    )
+    for _ in range(9):
+        assert opt.param_groups[0]["lr"] == pytest.approx(
+            ref_opt.param_groups[0]["lr"]
+        )
+        opt.step(), sched.step(), ref_opt.step(), ref.step()
+    with pytest.raises(ValueError, match="warmup"):
+        adamw_one_cycle(
+            model, lr=0.1, total_steps=10, weight_decay=0, warmup=1.0
+        )
+
+
+def test_dry_run_notes_the_cost_of_a_full_training_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("VNOTES_DRY_RUN", "2")
+    Recorder("zz_costs", "full", directory=tmp_path)
+    model = nn.Linear(100, 10)
+    x, y = torch.randn(64, 100), torch.randint(0, 10, (64,))
+    fit(
+        model,
+        TensorLoader(x, y, batch_size=16),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=5,
+        progress=False,
+    )
+    runs = json.loads(
+        (tmp_path / "full-dry" / "zz_costs.costs.json").read_text()
+    )["runs"]
+    assert len(runs) == 1
+    run = runs[0]
+    assert (
+        run["full_steps"] == 5 * 4
+    )  # the steps of the real run, not of the dry one
+    assert run["parameters"] == 100 * 10 + 10
+    # forward x @ W.T (2*B*in*out) and the weight gradient (the same again); no input gradient
+    assert run["flops_per_step"] == 2 * (2 * 16 * 100 * 10)
+    weights_and_batch = 4 * (
+        1010 + 64 * 100 // 4 + 16
+    )  # fp32 weights, one batch of x and int64 y
+    assert run["peak_bytes"] >= weights_and_batch + 4 * 1010  # + the gradients
+
+
+def test_peak_memory_counts_new_storages_and_their_release():
+    from vnotes.costs import PeakMemory
+
+    base = torch.zeros(1000)
+    with PeakMemory() as meter:
+        a = torch.ones(1000)  # 4,000 new bytes
+        base.add_(1)  # in place: nothing new
+        view = a[:10]  # a view: nothing new
+        del a, view
+        b = torch.ones(250)  # after a is freed: live 1,000 bytes
+    assert meter.peak == 4000
+    assert meter.live == 1000
+    del b

@@ -51,6 +51,20 @@ def test_page_runs_its_full_configuration_dry(page, tmp_path):
     assert not (
         tmp_path / "metrics" / "full"
     ).exists()  # never judged as a full run
+    # what the full run would cost (vnotes.costs): every training run measured, with the full run's steps
+    runs = json.loads(
+        (tmp_path / "metrics" / "full-dry" / f"{page}.costs.json").read_text()
+    )["runs"]
+    assert runs and all(
+        r["flops_per_step"] > 0 and r["full_steps"] > 2 and r["peak_bytes"] > 0
+        for r in runs
+    )
+    if (
+        page == "07c_albef"
+    ):  # a cold cache: 7a's CLIP is trained here too, and counted
+        assert any("CLIP" in r["desc"] for r in runs), [
+            r["desc"] for r in runs
+        ]
     assert not (tmp_path / "cache").exists() or not any(
         (tmp_path / "cache").iterdir()
     )

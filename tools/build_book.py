@@ -570,6 +570,35 @@ def _fmt_s(s: float) -> str:
     return f"{s:.0f} s" if s < 600 else f"{s / 60:.0f} min"
 
 
+FULL_COSTS_JSON = ROOT / "benchmarks" / "full_costs.json"
+
+
+def repository_file(path: str) -> str:
+    """The web address of ``path`` in the book's repository (``_config.yml``: repository.url and branch)."""
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    return f"{repo['url'].rstrip('/')}/blob/{repo['branch']}/{path}"
+
+
+def full_prediction(stem: str) -> str:
+    """The cost line's words for `full`: this page's row of benchmarks/FULL_COSTS.md, labelled as a prediction."""
+    costs = (
+        json.loads(FULL_COSTS_JSON.read_text())
+        if FULL_COSTS_JSON.exists()
+        else {}
+    )
+    row = next((r for r in costs.get("pages", []) if r["page"] == stem), None)
+    if row is not None:
+        t4, a100 = (row["predicted_minutes"][g] for g in ("T4", "A100"))
+        return (
+            f"`full` not measured yet; predicted from a dry run, training only: {t4[0]:g}-{t4[1]:g} min on a T4, "
+            f"{a100[0]:g}-{a100[1]:g} min on an A100 "
+            f"([how]({repository_file('benchmarks/FULL_COSTS.md')}))"
+        )
+    if stem in costs.get("without_training", []):
+        return "`full` not measured yet (it trains nothing with `fit`; see the benchmark report)"
+    return "`full` not measured yet (it needs a GPU; see the benchmark report)"
+
+
 def cost_line(
     stem: str, meta: dict, smoke: dict[str, float], recorded: dict
 ) -> str:
@@ -601,9 +630,7 @@ def cost_line(
             label, s = next(iter(recorded[other][stem].items()))
             others.append(f"`{other}` {_fmt_s(s)} ({label})")
         elif other == "full":
-            others.append(
-                "`full` not measured yet (it needs a GPU; see the benchmark report)"
-            )
+            others.append(full_prediction(stem))
         else:
             others.append(f"`{other}` not measured yet")
     lines = [

@@ -52,6 +52,16 @@ class Recorded(float):
         """IPython calls this instead of printing the repr: display nothing."""
 
 
+_CURRENT: Recorder | None = (
+    None  # the notebook's recorder: the last one created in this process
+)
+
+
+def current_recorder() -> Recorder | None:
+    """The recorder this process created last (a notebook creates one), or None."""
+    return _CURRENT
+
+
 class Recorder:
     """Records a notebook's headline metrics: ``rec = Recorder("01_optimization", scale)``, then ``rec("acc", 0.97)``.
 
@@ -84,6 +94,8 @@ class Recorder:
         self.path = root / folder / f"{notebook}.json"
         self.metrics: dict[str, float] = {}
         self._write()
+        global _CURRENT
+        _CURRENT = self
 
     def __call__(self, name: str, value: float) -> Recorded:
         """Record ``name = value`` (a finite number) and return the value, so it can be used inline."""

@@ -12,6 +12,7 @@ are read once per epoch (plus one progress-bar refresh every ``log_every`` steps
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .costs import StepMeter, note_training
 from .runtime import autocast, pick_device, resolve_precision
 from .scales import dry_run_steps
 
@@ -257,6 +259,28 @@ def keep_best(
     return EarlyStopping(monitor, mode=mode, patience=epochs)
 
 
+def adamw_one_cycle(
+    model: nn.Module,
+    *,
+    lr: float,
+    total_steps: int,
+    weight_decay: float,
+    warmup: float = 0.1,
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
+    """AdamW (Loshchilov & Hutter, 2019) over ``model``'s trainable parameters and a one-cycle schedule
+    (Smith & Topin, 2019) that warms up for the share ``warmup`` of ``total_steps`` to ``lr``, then anneals."""
+    if lr <= 0 or total_steps < 1 or not 0 < warmup < 1:
+        raise ValueError(
+            f"need lr > 0, total_steps >= 1 and 0 < warmup < 1; got {lr}, {total_steps}, {warmup}"
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total_steps, pct_start=warmup
+    )
+    return optimizer, schedule
+
+
 @torch.no_grad()
 def correct_flags(
     model: nn.Module, loader: Iterable, *, device: torch.device | None = None
@@ -339,6 +363,7 @@ def fit(
     dry = (
         dry_run_steps()
     )  # a dry run: at most this many epochs, and batches per epoch
+    full_epochs = epochs
     if dry is not None:
         epochs = min(epochs, dry)
     # fp16 has a narrow range: small gradients underflow to zero unless the loss is scaled up first
@@ -408,30 +433,51 @@ def fit(
             if dry is not None and i >= dry:
                 break
             batch = to_device(batch, device, channels_last)
-            with autocast(device, prec):
-                out = step_fn(net, batch)
-            loss, extra = out if isinstance(out, tuple) else (out, {})
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(
-                    optimizer
-                )  # clip and log the true gradient norm
-            else:
-                loss.backward()
-            if clip_grad_norm is not None:
-                norms.append(
-                    torch.nn.utils.clip_grad_norm_(
-                        net.parameters(), clip_grad_norm
+            # a dry run measures its first step: what the full run would cost (vnotes.costs)
+            meter = (
+                StepMeter()
+                if dry is not None and epoch == start_epoch and i == 0
+                else None
+            )
+            with meter or contextlib.nullcontext():
+                with autocast(device, prec):
+                    out = step_fn(net, batch)
+                loss, extra = out if isinstance(out, tuple) else (out, {})
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(
+                        optimizer
+                    )  # clip and log the true gradient norm
+                else:
+                    loss.backward()
+                if clip_grad_norm is not None:
+                    norms.append(
+                        torch.nn.utils.clip_grad_norm_(
+                            net.parameters(), clip_grad_norm
+                        )
                     )
+                if scaler is not None:
+                    scaler.step(
+                        optimizer
+                    )  # skipped when the scaled gradients overflowed
+                    scaler.update()
+                else:
+                    optimizer.step()
+            if meter is not None:
+                note_training(
+                    desc=desc,
+                    model=model,
+                    batch=batch,
+                    meter=meter,
+                    full_steps=(
+                        steps_per_epoch * (full_epochs - start_epoch)
+                        if steps_per_epoch
+                        else None
+                    ),
+                    precision=precision,
+                    device=device,
                 )
-            if scaler is not None:
-                scaler.step(
-                    optimizer
-                )  # skipped when the scaled gradients overflowed
-                scaler.update()
-            else:
-                optimizer.step()
             lrs.append(optimizer.param_groups[0]["lr"])
             if scheduler is not None and scheduler_interval == "step":
                 scheduler.step()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import Tensor, nn
 
 from ..data import TensorLoader
 from ..runtime import seed_everything
-from ..train import EMA, History, fit
+from ..train import EMA, History, adamw_one_cycle, fit
 
 
 def train_model(
@@ -51,10 +50,12 @@ def train_model(
         raise ValueError(
             f"batch_size={batch_size} exceeds the {tensors[0].shape[0]} training examples"
         )
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * len(loader), pct_start=warmup
+    opt, sched = adamw_one_cycle(
+        model,
+        lr=lr,
+        total_steps=epochs * len(loader),
+        weight_decay=weight_decay,
+        warmup=warmup,
     )
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     history = fit(

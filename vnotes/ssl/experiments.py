@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -364,6 +364,18 @@ def build_method(
         raise ValueError(f"method={name!r} is unknown; allowed: {allowed}")
     cfg = {**METHOD_SETTINGS[name], **overrides}
     encoder = make_encoder(cfg["encoder"], scale)
+    encoder_norm = cfg.get("encoder_norm", "batch")
+    if encoder_norm not in ("batch", "group_ws") or (
+        encoder_norm == "group_ws" and cfg["encoder"] != "resnet"
+    ):
+        raise ValueError(
+            f"encoder_norm={encoder_norm!r} is not allowed for the {cfg['encoder']} encoder; "
+            "allowed: 'batch', or 'group_ws' for the ResNet"
+        )
+    if encoder_norm == "group_ws":
+        from .normalization import batch_independent_
+
+        batch_independent_(encoder)
     view = chapter_settings(scale)["view_size"]
     if name in ("simclr", "simclr_hard"):
         return SimCLR(
@@ -391,6 +403,7 @@ def build_method(
             augment=book_augment(view),
             augment2=book_augment(view, solarize_p=0.2),
             predictor=cfg.get("predictor", True),
+            norm=cfg.get("head_norm", "batch"),
         )
     if name == "swav":
         return SwAV(
@@ -463,24 +476,46 @@ def pretrain(
     scale: str,
     seed: int = 0,
     desc: str | None = None,
+    n_images: int | None = None,
+    monitors: dict[str, Callable[[nn.Module], float]] | None = None,
     **overrides,
 ) -> tuple[nn.Module, History]:
-    """Build method ``name`` and train it on the unlabelled images with :func:`vnotes.fit`; return it and its history."""
+    """Build method ``name`` and train it on the unlabelled images with :func:`vnotes.fit`; return it and its history.
+
+    ``n_images``: train on the first that many images only (all by default). ``overrides`` replace the
+    method's :data:`METHOD_SETTINGS` (``epochs`` as an int; for BYOL also ``head_norm`` and, for the
+    ResNet, ``encoder_norm="group_ws"``, see :mod:`vnotes.ssl.normalization`). Every function in
+    ``monitors`` is applied to the model before training and after every epoch; its values land in
+    ``history.epoch[name]`` (epochs + 1 of them). They must draw no random numbers.
+    """
     cfg = {**METHOD_SETTINGS.get(name, {}), **overrides}
     scale = resolve_scale(scale)
+    images = data.images if n_images is None else data.images[:n_images]
+    if images.shape[0] < 2:
+        raise ValueError(f"n_images={n_images} must be at least 2")
     seed_everything(seed)
-    batch = min(cfg.get("batch_size", 128), data.images.shape[0])
+    batch = min(cfg.get("batch_size", 128), images.shape[0])
     loader = TensorLoader(
-        data.images, batch_size=batch, shuffle=True, drop_last=True, seed=seed
+        images, batch_size=batch, shuffle=True, drop_last=True, seed=seed
     )
     epochs = (
         cfg["epochs"][scale]
         if isinstance(cfg.get("epochs"), dict)
         else int(cfg["epochs"])
     )
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs} must be at least 1")
     model = build_method(
         name, scale, total_steps=epochs * len(loader), **overrides
     )
+    monitors = monitors or {}
+    watched: dict[str, list[float]] = {key: [] for key in monitors}
+
+    def watch(*_) -> None:
+        for key, measure in monitors.items():
+            watched[key].append(measure(model))
+
+    watch()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=cfg["lr"],
@@ -496,7 +531,9 @@ def pretrain(
         precision=_precision(cfg["encoder"]),
         clip_grad_norm=cfg.get("clip_grad_norm"),
         desc=desc or name,
+        on_epoch_end=watch if monitors else None,
     )
+    history.epoch.update(watched)
     return model, history
 
 

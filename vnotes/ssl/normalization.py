@@ -161,75 +161,39 @@ def pretrain_byol(
     rank_images: Tensor | None = None,
     desc: str | None = None,
 ) -> tuple[nn.Module, Any]:
-    """Chapter 5's BYOL (:data:`~vnotes.ssl.experiments.METHOD_SETTINGS`) with ``head_norm`` in projector and predictor and ``encoder_norm`` in the ResNet.
+    """Chapter 5's BYOL (:func:`vnotes.ssl.experiments.pretrain`) with ``head_norm`` in projector and predictor and ``encoder_norm`` in the ResNet.
 
     Trains on the first ``n_images`` unlabelled images (all by default) for ``epochs`` (the method's own
-    by default) with :func:`vnotes.fit`, exactly as :func:`~vnotes.ssl.experiments.pretrain` does.
-    With ``rank_images``, the effective rank of the frozen encoder's features of those images is
-    measured before training and after every epoch: ``history["effective_rank"]`` (epochs + 1 values).
-    Returns the BYOL module and its history.
+    by default). With ``rank_images``, the effective rank of the frozen encoder's features of those
+    images is measured before training and after every epoch: ``history["effective_rank"]``
+    (epochs + 1 values). Returns the BYOL module and its history.
     """
-    from ..data import TensorLoader
-    from ..runtime import seed_everything
-    from ..scales import resolve_scale
-    from ..train import fit
     from . import experiments as ex
     from .evaluation import effective_rank, extract_features
-    from .methods import BYOL, ssl_step
 
     _check("head_norm", head_norm, HEAD_NORMS)
     _check("encoder_norm", encoder_norm, ENCODER_NORMS)
-    scale = resolve_scale(scale)
-    cfg = ex.METHOD_SETTINGS["byol"]
-    images = data.images if n_images is None else data.images[:n_images]
-    if images.shape[0] < 2:
-        raise ValueError(f"n_images={n_images} must be at least 2")
-    epochs = cfg["epochs"][scale] if epochs is None else epochs
-    if epochs < 1:
-        raise ValueError(f"epochs={epochs} must be at least 1")
-    seed_everything(seed)
-    batch = min(cfg["batch_size"], images.shape[0])
-    loader = TensorLoader(
-        images, batch_size=batch, shuffle=True, drop_last=True, seed=seed
+    overrides: dict[str, Any] = dict(
+        head_norm=head_norm, encoder_norm=encoder_norm
     )
-    encoder = ex.make_encoder("resnet", scale)
-    if encoder_norm == "group_ws":
-        batch_independent_(encoder)
-    view = ex.chapter_settings(scale)["view_size"]
-    model = BYOL(
-        encoder,
-        base_momentum=cfg["base_momentum"],
-        total_steps=epochs * len(loader),
-        augment=ex.book_augment(view),
-        augment2=ex.book_augment(view, solarize_p=0.2),
-        norm=head_norm,
-    )
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg["lr"],
-        weight_decay=1e-4,
-    )
-    ranks: list[float] = []
-
-    def measure_rank(
-        *_,
-    ) -> None:  # eval-mode features: draws no random numbers
-        if rank_images is not None:
-            ranks.append(
-                effective_rank(extract_features(model.encoder, rank_images))
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    monitors = (
+        {}
+        if rank_images is None
+        else {  # eval-mode features: draws no random numbers
+            "effective_rank": lambda model: effective_rank(
+                extract_features(model.encoder, rank_images)
             )
-
-    measure_rank()
-    history = fit(
-        model,
-        loader,
-        optimizer=optimizer,
-        epochs=epochs,
-        step_fn=ssl_step,
-        precision="auto",  # as chapter 5's ResNets: bf16 autocast where the CPU has it
-        desc=desc or f"BYOL, heads: {head_norm}, encoder: {encoder_norm}",
-        on_epoch_end=measure_rank,
+        }
     )
-    if ranks:
-        history.epoch["effective_rank"] = ranks
-    return model, history
+    return ex.pretrain(
+        "byol",
+        data,
+        scale,
+        seed=seed,
+        desc=desc or f"BYOL, heads: {head_norm}, encoder: {encoder_norm}",
+        n_images=n_images,
+        monitors=monitors,
+        **overrides,
+    )

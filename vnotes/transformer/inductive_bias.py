@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..cnn.common import count_parameters
 from ..cnn.resnet import resnet_mini
 from ..data import TensorLoader
-from ..train import fit, keep_best
+from ..train import adamw_one_cycle, fit, keep_best
 from ..runtime import seed_everything
 from .vit import vit_toy
 
@@ -102,20 +102,20 @@ def train_and_test(
     loader = TensorLoader(
         x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed
     )
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * len(loader)
     if steps < 4:
         raise ValueError(
             f"{len(x_train)} training images in batches of {batch_size} for {epochs} epoch(s) make {steps} step; "
             "the one-cycle schedule needs at least 4"
         )
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt,
-        max_lr=lr,
-        total_steps=steps,
-        pct_start=max(
-            0.1, 2 / steps
-        ),  # warm up for 10 % of the run, at least 2 steps
+    opt, sched = (
+        adamw_one_cycle(  # warm up for 10 % of the run, at least 2 steps
+            model,
+            lr=lr,
+            total_steps=steps,
+            weight_decay=0.05,
+            warmup=max(0.1, 2 / steps),
+        )
     )
     stopper = keep_best(
         epochs
