@@ -577,3 +577,95 @@ def test_shortfall_reasons_speak_only_of_the_families_that_fell_short():
     assert zoo.shortfall_reasons([]) == []
     known = {m.family for m in zoo.MINIATURES}
     assert set(zoo.SLOW_START_REASONS) <= known
+
+
+def test_compare_miniatures_trains_records_and_writes_the_pages_views():
+    train, val, test, names = zoo.toy_world_splits(64, 32, 32)
+    recorded = {}
+    comparison = zoo.compare_miniatures(
+        ["nin", "mobilenet_v1"],
+        train,
+        val,
+        test,
+        names,
+        epochs=1,
+        latency_repeats=1,
+        record=recorded.__setitem__,
+    )
+    assert comparison.labels == ["NiN", "MobileNet v1"]
+    assert list(recorded) == [
+        f"{f}_{k}"
+        for f in ("nin", "mobilenet_v1")
+        for k in ("test_accuracy", "params", "latency_ms")
+    ]
+    assert recorded["nin_params"] == count_parameters(
+        comparison.by_label["NiN"]["model"]
+    )
+    assert comparison.best is max(
+        comparison.results,
+        key=lambda r: (r["history"].last("val_acc"), -r["latency_ms"]),
+    )
+    assert [r["latency_ms"] for r in comparison.by_latency] == sorted(
+        r["latency_ms"] for r in comparison.results
+    )
+    lines = comparison.accuracy_and_speed_lines()
+    assert len(lines) == 2 and lines[0].startswith(
+        "* With the same short budget, "
+    )
+    assert lines[0].count(" of 2 families ") == 1
+    with pytest.raises(ValueError, match="show_cam_on_object"):
+        comparison.concentration_lines()
+    comparison.show_cam_on_object(n=16)
+    assert [row["family"] for row in comparison.cam_rows] == comparison.labels
+    assert 0 < recorded["object_area_share"] < 1
+    assert recorded["best_model_cam_concentration"] == pytest.approx(
+        recorded["best_model_cam_on_object"] / recorded["object_area_share"]
+    )
+    assert comparison.concentration_lines()[0].startswith(
+        "* The object covers "
+    )
+    for show in (
+        comparison.show_results,
+        comparison.show_validation_curves,
+        comparison.show_pareto,
+        comparison.show_shortfall,
+        comparison.show_grad_cam,
+        comparison.show_cam_grid,
+    ):
+        show()
+    assert recorded["pareto_front_size_params"] >= 1
+    with pytest.raises(ValueError, match="family='VGG'"):
+        comparison.show_cam("VGG")
+
+
+@pytest.mark.parametrize(
+    "families, message",
+    [
+        (["nin", "vgg"], "family='vgg' is unknown"),
+        ([], "families=\\[\\] must be a non-empty list"),
+        ("nin", "families='nin' must be a non-empty list"),
+        (["nin", "nin"], "names \\['nin'\\] more than once"),
+    ],
+)
+def test_compare_miniatures_rejects_bad_families(families, message):
+    data = (torch.zeros(4, 3, 32, 32), torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=message):
+        zoo.compare_miniatures(
+            families, data, data, data, ["a", "b"], epochs=1
+        )
+    with pytest.raises(ValueError, match=message):
+        zoo.miniature_sizes(families, num_classes=2)
+
+
+def test_compare_miniatures_rejects_bad_sizes():
+    data = (torch.zeros(4, 3, 32, 32), torch.tensor([0, 1, 0, 2]))
+    with pytest.raises(ValueError, match="epochs=0"):
+        zoo.compare_miniatures(
+            ["nin"], data, data, data, list("abc"), epochs=0
+        )
+    with pytest.raises(ValueError, match="2 class_names for labels up to 2"):
+        zoo.compare_miniatures(["nin"], data, data, data, list("ab"), epochs=1)
+    with pytest.raises(ValueError, match="do not match"):
+        zoo.cam_on_object(
+            nn.Identity(), torch.zeros(2, 3, 8, 8), torch.zeros(2, 4, 4)
+        )

@@ -10,6 +10,10 @@ Two tables, written once as data:
   autocast speeds up dense convolutions about 1.5-2x but *slows down* depthwise and grouped ones, so
   families built on them train in fp32. ``"auto"`` means bf16 only where the CPU has native bf16: a CPU
   without it (AVX2 only) emulates bf16 many times slower than fp32, so it trains every family in fp32.
+
+Chapters 3c and 3d run one comparison on two lists of families: :func:`compare_miniatures` trains them
+alike, and the :class:`MiniatureComparison` it returns draws each table, figure and computed sentence
+the two pages share.
 """
 
 from __future__ import annotations
@@ -693,3 +697,536 @@ def cifar10_splits(
         (norm(x_test), y_test),
         names,
     )
+
+
+# ------------------------------------------------------------------------------------ the chapter's comparison
+# Pages 3c (classic families) and 3d (lightweight ones) run the same comparison on different lists of
+# families; everything they share lives here, and each page keeps its list, its prose and its own sentences.
+
+
+def _check_families(families: list[str]) -> list[Miniature]:
+    """The miniatures named by ``families`` (at least one, each once), or a ValueError naming the bad value."""
+    if isinstance(families, str) or not families:
+        raise ValueError(
+            f"families={families!r} must be a non-empty list of family names; choose from "
+            f"{[m.family for m in MINIATURES]}"
+        )
+    repeated = sorted({f for f in families if list(families).count(f) > 1})
+    if repeated:
+        raise ValueError(
+            f"families={list(families)!r} names {repeated} more than once"
+        )
+    return [miniature(f) for f in families]
+
+
+def miniature_sizes(families: list[str], num_classes: int) -> list[dict]:
+    """One row per family: its builder, parameters, multiply-adds for one 32x32 image, and the precision it trains in."""
+    specs = _check_families(families)
+    rows = []
+    for s in specs:
+        model = s.builder(num_classes=num_classes, **s.kwargs)
+        rows.append(
+            {
+                "family": s.label,
+                "builder": f"{s.builder.__module__}.{s.builder.__name__}",
+                "parameters": count_parameters(model),
+                "multiply-adds (M)": count_macs(model, (3, 32, 32)) / 1e6,
+                "precision on this CPU": s.cpu_precision,
+            }
+        )
+    return rows
+
+
+def cam_on_object(
+    model: nn.Module, images: torch.Tensor, masks: torch.Tensor
+) -> tuple[float, float]:
+    """Mean share of Grad-CAM mass on the object, and the mean share of pixels the object covers.
+
+    ``images`` [N, C, H, W] and their object ``masks`` [N, H, W]; each map is upsampled to the image first.
+    """
+    import torch.nn.functional as F
+
+    from .cam import grad_cam
+
+    if masks.shape != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(
+            f"masks of shape {tuple(masks.shape)} do not match images of shape {tuple(images.shape)}; "
+            "expected [N, H, W]"
+        )
+    maps, _ = grad_cam(model, images)
+    up = F.interpolate(
+        maps[:, None],
+        size=images.shape[-2:],
+        mode="bilinear",
+        align_corners=False,
+    )[:, 0]  # [N, H, W]
+    inside = (up * masks).flatten(1).sum(1) / up.flatten(1).sum(1).clamp_min(
+        1e-12
+    )
+    return inside.mean().item(), masks.float().flatten(1).mean(1).mean().item()
+
+
+def compare_miniatures(
+    families: list[str],
+    train: Split,
+    val: Split,
+    test: Split,
+    class_names: list[str],
+    *,
+    epochs: int,
+    device: torch.device | str = "cpu",
+    latency_repeats: int = 5,
+    record: Callable[[str, float], object] | None = None,
+) -> MiniatureComparison:
+    """Train every family's miniature the same way (:func:`train_miniature`) and measure it, in the order given.
+
+    Prints one line per family as it finishes and, when ``record`` (a :class:`vnotes.Recorder`) is given,
+    records ``<family>_test_accuracy``, ``<family>_params`` and ``<family>_latency_ms``. The returned
+    :class:`MiniatureComparison` draws the tables, figures and sentences of chapters 3c and 3d.
+    """
+    specs = _check_families(families)
+    if epochs < 1 or latency_repeats < 1:
+        raise ValueError(
+            f"epochs={epochs!r} and latency_repeats={latency_repeats!r} must both be at least 1"
+        )
+    if len(class_names) <= int(train[1].max()):
+        raise ValueError(
+            f"{len(class_names)} class_names for labels up to {int(train[1].max())}"
+        )
+    results = []
+    for spec in specs:
+        r = train_miniature(
+            spec,
+            train,
+            val,
+            test,
+            epochs=epochs,
+            device=device,
+            latency_repeats=latency_repeats,
+        )
+        results.append(r)
+        if record is not None:
+            record(f"{spec.family}_test_accuracy", r["test_accuracy"])
+            record(f"{spec.family}_params", r["params"])
+            record(f"{spec.family}_latency_ms", r["latency_ms"])
+        print(
+            f"{spec.label:14s} {r['params']:>8,} parameters  test accuracy {r['test_accuracy']:.3f}  "
+            f"latency {r['latency_ms']:.2f} ms  ({r['train_seconds']:.0f} s, {r['precision']})"
+        )
+    return MiniatureComparison(
+        results, test, list(class_names), latency_repeats, record
+    )
+
+
+@dataclass
+class MiniatureComparison:
+    """Miniatures trained the same way on the same splits (made by :func:`compare_miniatures`), and every
+    table, figure and computed sentence that chapters 3c and 3d show of them.
+
+    ``show_*`` methods display (a table, a figure, Markdown) and return nothing; the sentences are written
+    from the measurements, so they follow the run. Choices are made on validation: :attr:`best` is the
+    miniature most accurate on the validation split.
+    """
+
+    results: list[dict]  # one dict per family, as train_miniature returns it
+    test: Split
+    class_names: list[str]
+    latency_repeats: int
+    record: Callable[[str, float], object] | None = None
+    cam_rows: list[dict] | None = None  # filled by show_cam_on_object
+
+    # ---------------------------------------------------------------- lookups
+    @property
+    def labels(self) -> list[str]:
+        """The families' display names, in training order."""
+        return [r["label"] for r in self.results]
+
+    @property
+    def by_label(self) -> dict[str, dict]:
+        """Each family's result under its display name (``"GoogLeNet"``, ``"MobileNet v1"``, ...)."""
+        return {r["label"]: r for r in self.results}
+
+    @property
+    def by_latency(self) -> list[dict]:
+        """The results, fastest first by measured latency."""
+        return sorted(self.results, key=lambda r: r["latency_ms"])
+
+    @property
+    def best(self) -> dict:
+        """The miniature most accurate on validation (its last epoch's weights are the kept ones); ties go to
+        the faster. The test split plays no part in the choice."""
+        return max(
+            self.results,
+            key=lambda r: (r["history"].last("val_acc"), -r["latency_ms"]),
+        )
+
+    def _result(self, label: str) -> dict:
+        if label not in self.by_label:
+            raise ValueError(
+                f"family={label!r} was not trained; choose one of {self.labels}"
+            )
+        return self.by_label[label]
+
+    def _record(self, name: str, value: float) -> None:
+        if self.record is not None:
+            self.record(name, value)
+
+    # ---------------------------------------------------------------- accuracy, size, latency
+    def show_results(self) -> None:
+        """The table of test accuracy, size, multiply-adds, latency and training time, most accurate first."""
+        from ..plot import show_table
+        from .profile import latency_clock
+
+        show_table(
+            [
+                {
+                    "family": r["label"],
+                    "test accuracy": r["test_accuracy"],
+                    "parameters": r["params"],
+                    "multiply-adds (M)": r["macs"] / 1e6,
+                    "CPU latency (ms/image)": r["latency_ms"],
+                    "training time (s)": r["train_seconds"],
+                    "precision": r["precision"],
+                }
+                for r in sorted(
+                    self.results, key=lambda r: -r["test_accuracy"]
+                )
+            ],
+            floatfmt=".3f",
+        )
+        print(
+            f"latency: batch 1, fastest of {self.latency_repeats} runs, clock: {latency_clock()}"
+        )
+
+    def show_validation_curves(self) -> None:
+        """Each family's validation accuracy after each epoch."""
+        import matplotlib.pyplot as plt
+
+        from ..plot import plot_curves
+
+        plot_curves(
+            {
+                r["label"]: (
+                    list(range(1, len(r["history"]["val_acc"]) + 1)),
+                    r["history"]["val_acc"],
+                )
+                for r in self.results
+            },
+            xlabel="epoch",
+            ylabel="validation accuracy",
+            title="validation accuracy after each epoch",
+        )
+        plt.show()
+
+    def show_pareto(self) -> None:
+        """Test accuracy against parameters and against measured latency, each with its :func:`pareto_front`.
+
+        Records ``pareto_front_size_params`` and ``pareto_front_size_latency``.
+        """
+        import matplotlib.pyplot as plt
+
+        results = self.results
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+        fronts = {}
+        for ax, key, xlabel in (
+            (axes[0], "params", "parameters"),
+            (axes[1], "latency_ms", "CPU latency per image (ms)"),
+        ):
+            xs = [r[key] for r in results]
+            ys = [r["test_accuracy"] for r in results]
+            front = pareto_front(xs, ys)
+            fronts[key] = [results[i]["label"] for i in front]
+            ax.plot(
+                [xs[i] for i in front],
+                [ys[i] for i in front],
+                "-",
+                color="C3",
+                lw=1.5,
+                zorder=1,
+                label="Pareto front",
+            )
+            for i, r in enumerate(results):
+                ax.scatter(
+                    xs[i],
+                    ys[i],
+                    s=60 if i in front else 30,
+                    color="C3" if i in front else "C0",
+                    edgecolors="k",
+                    linewidths=0.5,
+                    zorder=2,
+                )
+                ax.annotate(
+                    r["label"],
+                    (xs[i], ys[i]),
+                    fontsize=8,
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
+            ax.set(xscale="log", xlabel=xlabel, ylabel="test accuracy")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best", fontsize="small")
+        axes[0].set_title("accuracy against parameters")
+        axes[1].set_title("accuracy against measured latency")
+        plt.show()
+        print("Pareto front by parameters:", ", ".join(fronts["params"]))
+        print("Pareto front by latency:   ", ", ".join(fronts["latency_ms"]))
+        self._record("pareto_front_size_params", len(fronts["params"]))
+        self._record("pareto_front_size_latency", len(fronts["latency_ms"]))
+
+    def accuracy_and_speed_lines(self) -> list[str]:
+        """Two Markdown bullets: how many families reach 95% test accuracy (naming the rest), and the fastest.
+
+        A page appends its own bullets (comparing the families it is about) before displaying them.
+        """
+        good, lagging = accuracy_split(self.results)
+        by_speed = self.by_latency
+        return [
+            f"* With the same short budget, {len(good)} of {len(self.results)} families name the shape of "
+            "at least 95% of test objects"
+            + (
+                "; below that: "
+                + ", ".join(
+                    f"{r['label']} ({r['test_accuracy']:.3f})" for r in lagging
+                )
+                if lagging
+                else ""
+            )
+            + ".",
+            f"* By measured latency the fastest is {by_speed[0]['label']}: "
+            + (
+                latency_phrase(by_speed[0], by_speed[1])
+                if len(by_speed) > 1
+                else f"{by_speed[0]['latency_ms']:.2f} ms"
+            )
+            + ".",
+        ]
+
+    def show_shortfall(self) -> None:
+        """If some families fall below 95% test accuracy: why, from what in each design can slow the start."""
+        from IPython.display import Markdown, display
+
+        _, lagging = accuracy_split(self.results)
+        if lagging:
+            display(
+                Markdown(
+                    f"Why {'one family falls' if len(lagging) == 1 else f'{len(lagging)} families fall'} "
+                    "short: in this short budget from scratch, some designs start more slowly. That does "
+                    "not make them worse designs (their papers measure them at ImageNet scale after full "
+                    "training, and the `full` scale here trains far longer). What in each design can "
+                    "slow the start:\n\n"
+                    + "\n".join(shortfall_reasons(lagging))
+                )
+            )
+
+    # ---------------------------------------------------------------- where the models look
+    def show_grad_cam(self, n: int = 8) -> None:
+        """Grad-CAM of :attr:`best` on the first ``n`` test images: the images with their true class above,
+        the maps with the predicted class below."""
+        import matplotlib.pyplot as plt
+
+        from ..plot import overlay_heatmap
+        from .cam import grad_cam
+
+        best, names = self.best, self.class_names
+        images, labels = self.test[0][:n], self.test[1][:n]
+        maps, logits = grad_cam(best["model"], images)
+        fig, axes = plt.subplots(
+            2,
+            n,
+            figsize=(15 * n / 8, 4.2),
+            layout="constrained",
+            squeeze=False,
+        )
+        for i in range(n):
+            axes[0, i].imshow(images[i].permute(1, 2, 0).clamp(0, 1))
+            axes[0, i].set_title(f"true: {names[int(labels[i])]}", fontsize=8)
+            axes[0, i].axis("off")
+            overlay_heatmap(
+                images[i].clamp(0, 1),
+                maps[i],
+                ax=axes[1, i],
+                title=f"predicted: {names[int(logits[i].argmax())]}",
+            )
+        fig.suptitle(
+            f"Grad-CAM of the miniature most accurate on validation, {best['label']} "
+            f"(validation {best['history'].last('val_acc'):.1%}, test {best['test_accuracy']:.1%})"
+        )
+        plt.show()
+
+    def show_cam_on_object(self, n: int = 500, seed: int = 0) -> None:
+        """Each family's :func:`cam_on_object` on the first ``n`` test images, as a table (most concentrated first).
+
+        Toy world only: the object masks come from regenerating the test scenes (:func:`toy_world_splits` with
+        ``seed``). Records ``best_model_cam_on_object``, ``object_area_share`` and
+        ``best_model_cam_concentration`` (the first over the second) for :attr:`best`.
+        """
+        from ..data import make_scenes
+        from ..plot import show_table
+
+        images = self.test[0]
+        scenes = make_scenes(len(images), seed=seed, split="test", **TOY_TASK)
+        if not torch.equal(scenes.images, images):
+            raise ValueError(
+                f"the test split is not the toy world's (seed={seed}): its object masks are unknown"
+            )
+        masks = scenes.object_masks()[:n]
+        rows = []
+        for r in self.results:
+            share, area = cam_on_object(r["model"], images[:n], masks)
+            rows.append(
+                {
+                    "family": r["label"],
+                    "validation accuracy": r["history"].last("val_acc"),
+                    "test accuracy": r["test_accuracy"],
+                    "CAM mass on the object": share,
+                    "object's share of the image": area,
+                }
+            )
+        self.cam_rows = rows
+        show_table(
+            sorted(rows, key=lambda row: -row["CAM mass on the object"]),
+            floatfmt=".3f",
+        )
+        best_share = self._best_share()
+        self._record("best_model_cam_on_object", best_share)
+        self._record(
+            "object_area_share", rows[0]["object's share of the image"]
+        )
+        self._record(
+            "best_model_cam_concentration",
+            best_share / rows[0]["object's share of the image"],
+        )
+
+    def _best_share(self) -> float:
+        return next(
+            row["CAM mass on the object"]
+            for row in self.cam_rows
+            if row["family"] == self.best["label"]
+        )
+
+    def concentration_lines(self) -> list[str]:
+        """Markdown bullets on how concentrated the maps are (after :meth:`show_cam_on_object`): the best model's,
+        the range over families, the ones spread like an even map, and accurate against lagging families."""
+        if self.cam_rows is None:
+            raise ValueError(
+                "cam_rows is None: call show_cam_on_object() first (toy world only)"
+            )
+        rows, results, best = self.cam_rows, self.results, self.best
+        best_share = self._best_share()
+        area = rows[0]["object's share of the image"]
+        conc = {
+            row["family"]: row["CAM mass on the object"] / area for row in rows
+        }
+        acc = {r["label"]: r["test_accuracy"] for r in results}
+        ranked = sorted(conc, key=lambda f: -conc[f])
+        good, lagging = accuracy_split(results)
+
+        def span(labels):
+            lo, hi = min(conc[f] for f in labels), max(conc[f] for f in labels)
+            return (
+                f"{lo:.1f}×"
+                if f"{lo:.1f}" == f"{hi:.1f}"
+                else f"{lo:.1f}–{hi:.1f}×"
+            )
+
+        lines = [
+            f"* The object covers {area:.1%} of the image. {best['label']}, the most accurate on "
+            f"validation, puts {best_share:.1%} of its map's mass on the object's pixels: "
+            f"{conc[best['label']]:.1f}× the object's share."
+        ]
+        if best_share < 0.5 and conc[best["label"]] >= 1.5:
+            lines.append(
+                f"* Even so, {1 - best_share:.0%} of that map's mass lies off the object: the maps are "
+                "coarse (they live on the last 8×8 or 4×4 feature grid, upsampled) and spill onto the "
+                "object's surroundings, which is where a shape's outline is decided."
+            )
+        lines.append(
+            f"* Across the {len(rows)} families the ratio runs from {conc[ranked[-1]]:.1f}× "
+            f"({ranked[-1]}, test accuracy {acc[ranked[-1]]:.3f}) to {conc[ranked[0]]:.1f}× "
+            f"({ranked[0]}, test accuracy {acc[ranked[0]]:.3f})."
+        )
+        spread = [f for f in ranked if conc[f] < 1.5]
+        if spread:
+            lines.append(
+                "* "
+                + ", ".join(f"{f} ({conc[f]:.1f}×)" for f in spread[:-1])
+                + (" and " if len(spread) > 1 else "")
+                + f"{spread[-1]} ({conc[spread[-1]]:.1f}×)"
+                + (
+                    " spreads its map"
+                    if len(spread) == 1
+                    else " spread their maps"
+                )
+                + " over the image, barely more on the object than an even spread would."
+            )
+        if good and lagging:
+            g = [r["label"] for r in good]
+            lag = [r["label"] for r in lagging]
+            head = (
+                f"* The {len(g)} families that name at least 95% of test objects put {span(g)} "
+                f"the object's share on it, {'the one' if len(lag) == 1 else f'the {len(lag)}'} below that {span(lag)}"
+            )
+            if min(conc[f] for f in g) > max(conc[f] for f in lag):
+                lines.append(
+                    head
+                    + ": in this run every accurate family's map is more concentrated than every "
+                    "lagging family's."
+                )
+            else:
+                lines.append(
+                    head
+                    + ": the ranges overlap, so how concentrated a map is does not sort the "
+                    "accurate families from the rest — a saliency map shows what one model "
+                    "used, not how well it generalises."
+                )
+        elif good:
+            lines.append(
+                f"* All {len(good)} families name at least 95% of test objects; their maps put "
+                f"{span([r['label'] for r in good])} the object's share on it."
+            )
+        return lines
+
+    def show_cam(self, family: str) -> None:
+        """One family's Grad-CAM (``family`` is its display name) on the first four test images."""
+        import matplotlib.pyplot as plt
+
+        from ..plot import overlay_heatmap
+        from .cam import grad_cam
+
+        images = self.test[0][:4]
+        m, lg = grad_cam(self._result(family)["model"], images)
+        fig, axes = plt.subplots(1, 4, figsize=(9, 2.6), layout="constrained")
+        for i, ax in enumerate(axes):
+            overlay_heatmap(
+                images[i].clamp(0, 1),
+                m[i],
+                ax=ax,
+                title=f"{family}: {self.class_names[int(lg[i].argmax())]}",
+            )
+        plt.show()
+
+    def show_cam_grid(self, n: int = 4) -> None:
+        """Every family's Grad-CAM (a row each) on the same first ``n`` test images."""
+        import matplotlib.pyplot as plt
+
+        from ..plot import overlay_heatmap
+        from .cam import grad_cam
+
+        images = self.test[0][:n]
+        fig, axes = plt.subplots(
+            len(self.results),
+            n,
+            figsize=(7.5 * n / 4, 1.9 * len(self.results)),
+            layout="constrained",
+            squeeze=False,
+        )
+        for row, r in zip(axes, self.results):
+            m, lg = grad_cam(r["model"], images)
+            for i, ax in enumerate(row):
+                overlay_heatmap(
+                    images[i].clamp(0, 1),
+                    m[i],
+                    ax=ax,
+                    title=f"{r['label']}: {self.class_names[int(lg[i].argmax())]}",
+                )
+        plt.show()
