@@ -14,7 +14,7 @@ export VNOTES_PROGRESS := 0
 export VNOTES_METRICS_DIR := $(CURDIR)/_build/metrics
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv lint book test unit notebooks pages full-dry bench clean
+.PHONY: venv lint book test unit notebooks pages full-dry bench clean lab
 
 # The ipywidgets JavaScript for the static pages, fetched from the npm registry at build time
 # (never committed): saved widget state then renders offline, without a CDN. Not under _static: Jupyter
@@ -97,6 +97,12 @@ full-dry: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The chapters in JupyterLab, from the project's venv (widgets work: ipywidgets 8 brings its lab extension).
+# JupyterLab is installed into the venv on first use only, not by the install CI runs.
+lab: $(STAMP)
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q "jupyterlab>=4"
+	VNOTES_PROGRESS=1 VNOTES_METRICS_DIR=$(CURDIR)/_build/metrics-lab $(BIN)/jupyter lab chapters
 
 clean:
 	rm -rf _build

@@ -189,3 +189,85 @@ def test_status_page_lists_every_chapter_with_its_time(built):
                 status,
             )
             assert row, f"build_status: no execution time for {name}"
+
+
+# Pages with exercises at their end (vnotes.exercises): how many numbered exercises, and the optimizer the
+# page chose on validation, which its quiz must accept (the key is computed, so it follows the page's run).
+EXERCISE_PAGES = {"chapters/01_optimization": 4}
+
+
+@pytest.mark.parametrize("page", EXERCISE_PAGES)
+def test_exercises_solutions_and_quiz_work_offline(built, page):
+    """Offline in Chromium: the numbered exercises render, each stub's check says "not yet", solutions are
+    folded until their toggle is clicked, and the quiz answers a click (the chosen optimizer is right)."""
+    from playwright.sync_api import sync_playwright
+
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed (apt-get install chromium)")
+    html_file = built / f"{page}.html"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu"],
+        )
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.route(re.compile(r"^https?://"), lambda route: route.abort())
+        tab.goto(html_file.as_uri(), wait_until="load", timeout=60_000)
+        titles = tab.locator(".exercise .admonition-title").all_inner_texts()
+        assert len(titles) >= EXERCISE_PAGES[page], (
+            f"{page}: {len(titles)} numbered exercises rendered: {titles}"
+        )
+        assert all(re.match(r"Exercise \d+", t) for t in titles), titles
+        outputs = " ".join(tab.locator("div.cell_output").all_inner_texts())
+        assert outputs.count("not yet") >= EXERCISE_PAGES[page], (
+            f"{page}: the untouched stubs' checks do not all say 'not yet'"
+        )
+        # solutions: folded behind a toggle, their code shown once it is clicked
+        solutions = tab.locator(".solution")
+        assert solutions.count() >= EXERCISE_PAGES[page], (
+            f"{page}: {solutions.count()} solutions rendered"
+        )
+        first = solutions.first
+        code = first.locator(".vnotes-solution pre").first
+        assert code.count() and not code.is_visible(), (
+            f"{page}: a solution is missing its code or is shown unfolded"
+        )
+        first.locator(".admonition-title").first.click()
+        tab.wait_for_timeout(500)
+        assert first.locator(".vnotes-solution pre").first.is_visible(), (
+            f"{page}: clicking a solution's toggle does not show its code"
+        )
+        # the quiz: the page's chosen optimizer is the right answer to question 2
+        chosen = re.search(
+            r"Chosen on validation: (\w[\w+]*)", tab.inner_text("article")
+        )
+        assert chosen, f"{page}: no 'Chosen on validation' line"
+        questions = tab.locator(".MultipleChoiceQn")
+        assert questions.count() >= 3 or tab.locator(".NumericQn").count(), (
+            f"{page}: the quiz did not render"
+        )
+        # jupyterquiz: each question is a .Quiz box holding the question, its answer buttons and feedback
+        question = (
+            tab.locator(".Quiz").filter(has_text="chose one optimizer").first
+        )
+        wrong = (
+            question.locator("label.MCButton")
+            .filter(has_not_text=chosen.group(1))
+            .first
+        )
+        wrong.click()
+        assert "incorrect" in question.locator(
+            ".Feedback"
+        ).first.get_attribute("class")
+        question.locator("label.MCButton").filter(
+            has_text=re.compile(rf"^{re.escape(chosen.group(1))}$")
+        ).first.click()
+        feedback = question.locator(".Feedback").first
+        assert "correct" in feedback.get_attribute("class").split(), (
+            f"{page}: the quiz did not accept the page's own chosen optimizer"
+        )
+        tab.screenshot(
+            path=SHOTS / f"{Path(page).name}-exercises.png", full_page=True
+        )
+        browser.close()

@@ -1,0 +1,351 @@
+"""The exercises keep their promises (vnotes/exercises.py): the reference solution passes its check, the
+untouched stub fails with a "not yet" line, and plausible mistakes fail with a one-line message that
+does not give the solution away. Quiz answer keys follow the numbers a page passes in."""
+
+import ast
+import re
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vnotes import exercise_solutions as sol
+from vnotes import exercises as ex
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError  # what every stub on a page does until the reader fills it in
+
+
+# ---------------------------------------------------------------- plausible mistakes, per exercise
+def adam_no_bias_correction(
+    param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8
+):
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad**2
+    return param - lr * m / (v.sqrt() + eps), m, v
+
+
+def adam_eps_inside_sqrt(
+    param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8
+):
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad**2
+    m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+    return param - lr * m_hat / (v_hat + eps).sqrt(), m, v
+
+
+def adam_bias_off_by_one(
+    param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8
+):
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad**2
+    m_hat, v_hat = m / (1 - b1 ** (t + 1)), v / (1 - b2 ** (t + 1))
+    return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
+
+
+def adam_hardcoded_betas(
+    param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8
+):
+    return sol.adam_step(
+        param, grad, m, v, t, lr=lr, betas=(0.9, 0.999), eps=eps
+    )
+
+
+def adam_returns_param_only(
+    param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8
+):
+    return sol.adam_step(param, grad, m, v, t, lr=lr, betas=betas, eps=eps)[0]
+
+
+def cosine_warmup_off_by_one(t, warmup, total, base_lr):
+    if t < warmup:
+        return base_lr * (t + 1) / warmup
+    return sol.warmup_cosine(t, warmup, total, base_lr)
+
+
+def cosine_over_total(t, warmup, total, base_lr):
+    if t < warmup:
+        return base_lr * t / warmup
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+
+
+def cosine_not_clamped(t, warmup, total, base_lr):
+    if t < warmup:
+        return base_lr * t / warmup
+    return (
+        base_lr
+        * 0.5
+        * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+    )
+
+
+def clip_per_tensor(grads, max_norm):
+    return [g * min(1.0, max_norm / (g.norm().item() + 1e-6)) for g in grads]
+
+
+def clip_by_value(grads, max_norm):
+    return [g.clamp(-max_norm, max_norm) for g in grads]
+
+
+def clip_always_rescale(grads, max_norm):
+    total = torch.sqrt(sum((g**2).sum() for g in grads))
+    return [g * max_norm / (total + 1e-6) for g in grads]
+
+
+def attention_scaled_by_d(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / q.shape[-1]
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
+
+
+def attention_softmax_wrong_axis(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return (
+        torch.softmax(
+            scores.masked_fill(~mask, float("-inf")), dim=-2
+        ).nan_to_num()
+        @ v
+    )
+
+
+def attention_mask_inverted(q, k, v, mask):
+    return sol.masked_attention(q, k, v, ~mask)
+
+
+def attention_mask_ignored(q, k, v, mask):
+    return sol.masked_attention(q, k, v, torch.ones_like(mask))
+
+
+def attention_mask_filled_with_zero(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return torch.softmax(scores.masked_fill(~mask, 0.0), dim=-1) @ v
+
+
+EXERCISES = {
+    "adam_step": [
+        adam_no_bias_correction,
+        adam_eps_inside_sqrt,
+        adam_bias_off_by_one,
+        adam_hardcoded_betas,
+        adam_returns_param_only,
+    ],
+    "warmup_cosine": [
+        cosine_warmup_off_by_one,
+        cosine_over_total,
+        cosine_not_clamped,
+    ],
+    "clip_grad_norm": [clip_per_tensor, clip_by_value, clip_always_rescale],
+    "masked_attention": [
+        attention_scaled_by_d,
+        attention_softmax_wrong_axis,
+        attention_mask_inverted,
+        attention_mask_ignored,
+        attention_mask_filled_with_zero,
+    ],
+}
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_reference_solution_passes(name):
+    check = getattr(ex, f"check_{name}")
+    assert check(getattr(sol, name)).passed, check(getattr(sol, name)).message
+    # timed on a second call: the first pays torch.optim's one-time lazy imports (about 1 s)
+    start = time.process_time()
+    check(getattr(sol, name))
+    assert time.process_time() - start < 0.5, (
+        f"check_{name} takes half a second or more"
+    )
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_untouched_stub_says_not_yet(name):
+    result = getattr(ex, f"check_{name}")(_stub)
+    assert not result.passed
+    assert (
+        result.message.startswith("not yet")
+        and "NotImplementedError" in result.message
+    )
+    none = getattr(ex, f"check_{name}")(lambda *a, **k: None)
+    assert not none.passed and none.message.startswith("not yet"), none.message
+
+
+@pytest.mark.parametrize(
+    "name, mistake",
+    [(name, m) for name, ms in EXERCISES.items() for m in ms],
+    ids=lambda x: getattr(x, "__name__", x),
+)
+def test_plausible_mistake_fails_with_one_line(name, mistake):
+    result = getattr(ex, f"check_{name}")(mistake)
+    assert not result.passed, f"{mistake.__name__} passed check_{name}"
+    assert "\n" not in result.message and len(result.message) < 300
+    assert not result.message.startswith("not yet")
+    # the message shows what differs, never the reference's code
+    assert "def " not in result.message and "softmax" not in result.message
+
+
+def test_a_crashing_or_wrong_answer_never_raises():
+    def crash(*a, **k):
+        raise RuntimeError("shape mismatch\nsecond line")
+
+    for name in EXERCISES:
+        check = getattr(ex, f"check_{name}")
+        for answer in (crash, lambda *a, **k: "nonsense", 42, None):
+            result = check(answer)
+            assert not result.passed and "\n" not in result.message
+    assert "RuntimeError: shape mismatch" in ex.check_adam_step(crash).message
+
+
+def test_messages_name_where_the_answer_differs():
+    msg = ex.check_adam_step(adam_no_bias_correction).message
+    assert msg.startswith("param after step t=1") and "differs by up to" in msg
+    msg = ex.check_masked_attention(attention_scaled_by_d).message
+    assert "random mask" in msg and "index" in msg
+    msg = ex.check_warmup_cosine(cosine_not_clamped).message
+    assert msg.startswith("after total")
+    msg = ex.check_clip_grad_norm(clip_per_tensor).message
+    assert "large gradients" in msg
+    msg = ex.check_adam_step(adam_returns_param_only).message
+    assert "three tensors" in msg
+
+
+def test_compare_prediction():
+    opts = {"A": 1e-4, "B": 0.1, "C": 3.16}
+    assert ex.compare_prediction(None, 0.1, opts).message.startswith("not yet")
+    assert ex.compare_prediction("b", 0.1, opts).passed
+    wrong = ex.compare_prediction("A", 0.1, opts)
+    assert not wrong.passed and "option B" in wrong.message
+    assert not ex.compare_prediction("D", 0.1, opts).passed
+    assert ex.compare_prediction(0.11, 0.1).passed
+    assert not ex.compare_prediction(0.5, 0.1).passed
+    assert not ex.compare_prediction("many", 0.1).passed
+
+
+def test_show_solution_displays_and_defines_nothing(capsys):
+    ns = {}
+    exec("from vnotes.exercises import show_solution", ns)
+    before = set(ns)
+    ns["show_solution"]("adam_step")
+    assert set(ns) == before
+    with pytest.raises(ValueError, match="known: adam_step"):
+        ex.show_solution("no_such_exercise")
+
+
+# ---------------------------------------------------------------- quizzes: answer keys follow the page's numbers
+def _correct(question):
+    return [a for a in question["answers"] if a.get("correct")]
+
+
+def test_optimization_quiz_keys_follow_the_numbers_passed_in():
+    optimizers = ["SGD", "Adam", "Adagrad"]
+    remedies = ["ReLU, Kaiming", "sigmoid + BatchNorm", "sigmoid + residual"]
+    for best, diverged, remedy in (
+        ("Adagrad", 3, "sigmoid + BatchNorm"),
+        ("SGD", 2, "ReLU, Kaiming"),
+    ):
+        quiz = ex.optimization_quiz(
+            best_optimizer=best,
+            optimizers=optimizers,
+            noclip_diverged=diverged,
+            seeds=3,
+            chosen_remedy=remedy,
+            remedies=remedies,
+        )
+        assert len(quiz) >= 3
+        for q in quiz:
+            assert len(_correct(q)) == 1, q["question"]
+        assert _correct(quiz[0])[0]["value"] == pytest.approx(10.0)
+        assert _correct(quiz[1])[0]["answer"] == best
+        assert _correct(quiz[2])[0]["value"] == diverged
+        assert _correct(quiz[3])[0]["answer"] == remedy
+        json.dumps(quiz)  # what jupyterquiz embeds in the page
+    with pytest.raises(ValueError, match="not among the options"):
+        ex.optimization_quiz(
+            best_optimizer="Lion",
+            optimizers=optimizers,
+            noclip_diverged=0,
+            seeds=3,
+            chosen_remedy=remedies[0],
+            remedies=remedies,
+        )
+
+
+def _notebook_code(stem):
+    nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text())
+    return "\n".join(
+        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"
+    )
+
+
+def test_page_1_quiz_answers_are_computed_not_typed():
+    tree = ast.parse(_notebook_code("01_optimization"))
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "attr", getattr(n.func, "id", ""))
+        == "optimization_quiz"
+    ]
+    assert len(calls) == 1, (
+        "page 1 builds its quiz with one optimization_quiz(...) call"
+    )
+    for kw in calls[0].keywords:
+        assert not isinstance(kw.value, ast.Constant), (
+            f"optimization_quiz({kw.arg}=...) is typed in; compute it from the page's numbers"
+        )
+
+
+def test_page_1_has_its_exercises_and_never_runs_a_solution():
+    nb = json.loads((ROOT / "chapters" / "01_optimization.ipynb").read_text())
+    code = _notebook_code("01_optimization")
+    markdown = "\n".join(
+        "".join(c["source"])
+        for c in nb["cells"]
+        if c["cell_type"] == "markdown"
+    )
+    for name in ("adam_step", "warmup_cosine", "clip_grad_norm"):
+        assert f"def {name}(" in code, f"page 1 has no stub for {name}"
+        assert f"check_{name}({name})" in code
+        assert f'show_solution("{name}")' in code
+    assert "raise NotImplementedError" in code
+    assert "exercise_solutions" not in code, (
+        "a page must not import the solutions"
+    )
+    assert markdown.count("{exercise}") >= 4 and "{solution-start}" in markdown
+    assert "prediction = None" in code and "compare_prediction(" in code
+
+
+def test_show_quiz_embeds_its_javascript_for_offline_pages(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(
+        IPython.display, "display", lambda *objs, **kw: shown.extend(objs)
+    )
+    ex.show_quiz(
+        ex.optimization_quiz(
+            best_optimizer="Adam",
+            optimizers=["SGD", "Adam"],
+            noclip_diverged=1,
+            seeds=3,
+            chosen_remedy="a",
+            remedies=["a", "b"],
+        )
+    )
+    html, js = shown
+    div_id = re.search(r'<div id="(vnotesquiz\w+)"', html.data).group(1)
+    assert div_id in js.data and "chose one optimizer" in js.data
+    assert (
+        "function show_questions" in js.data
+    )  # the whole library travels with the page
+    assert not re.search(r"https?://\S+\.js|cdn\.", js.data), (
+        "quiz JS from the network"
+    )
+    assert "MathJax" in js.data and 'addEventListener("load"' in js.data
