@@ -638,14 +638,45 @@ def test_knn_uniform_vote_matches_scikit_learn():
     y = torch.randint(0, 4, (200,), generator=g)
     x = centres[y] + torch.randn(200, 6, generator=g)
     xtr, ytr, xte = x[:150], y[:150], x[150:]
-    ours = knn_classify(xtr, ytr, xte, k=7, weighting="uniform")
+    raw = knn_classify(
+        xtr, ytr, xte, k=7, weighting="uniform", standardize=False
+    )
     ref = KNeighborsClassifier(
         n_neighbors=7, metric="cosine", algorithm="brute"
     ).fit(xtr.numpy(), ytr.numpy())
-    agree = (ours.numpy() == ref.predict(xte.numpy())).mean()
+    agree = (raw.numpy() == ref.predict(xte.numpy())).mean()
     assert (
         agree >= 0.98
     )  # identical votes; only exact ties may be broken differently
+    # the chapter's protocol: the same vote after scikit-learn's StandardScaler fitted on the bank
+    # (it divides by the population std, we by the sample std: one common factor, which no cosine sees)
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(xtr.numpy())
+    std_ref = KNeighborsClassifier(
+        n_neighbors=7, metric="cosine", algorithm="brute"
+    ).fit(scaler.transform(xtr.numpy()), ytr.numpy())
+    ours = knn_classify(xtr, ytr, xte, k=7, weighting="uniform")
+    agree = (
+        ours.numpy() == std_ref.predict(scaler.transform(xte.numpy()))
+    ).mean()
+    assert agree >= 0.98
+    # and standardising matters when one shared direction dominates the raw features
+    shift = torch.zeros(6)
+    shift[0] = 50.0
+    shared = knn_classify(
+        xtr + shift,
+        ytr,
+        xte + shift,
+        k=7,
+        weighting="uniform",
+        standardize=False,
+    )
+    shifted = knn_classify(
+        xtr + shift, ytr, xte + shift, k=7, weighting="uniform"
+    )
+    assert (shifted == ours).float().mean() >= 0.98
+    assert (shared != ours).float().mean() > 0.2
 
 
 def test_linear_probe_matches_logistic_regression_on_separable_data():
@@ -1003,3 +1034,33 @@ def test_load_or_pretrain_trains_once_then_reads_the_cache(
     )
     with pytest.raises(ValueError, match="allowed"):
         pretrained_cache_key("supervised", "smoke")
+
+
+def test_pretrain_options_are_checked_and_monitors_run_every_epoch():
+    from vnotes.ssl import experiments as ex
+
+    with pytest.raises(ValueError, match="encoder_norm='group_ws'"):
+        ex.build_method("mae", "smoke", total_steps=1, encoder_norm="group_ws")
+    with pytest.raises(ValueError, match="encoder_norm='layer'"):
+        ex.build_method("byol", "smoke", total_steps=1, encoder_norm="layer")
+    data = ex.load_ssl_data(64, 16, 16, n_val=16)
+    with pytest.raises(ValueError, match="n_images=1"):
+        ex.pretrain("byol", data, "smoke", n_images=1)
+    seen = []
+    _, history = ex.pretrain(
+        "simclr",
+        data,
+        "smoke",
+        epochs=2,
+        n_images=48,
+        batch_size=16,
+        monitors={
+            "calls": lambda model: float(len(seen.append(model) or seen))
+        },
+    )
+    assert history.epoch["calls"] == [
+        1.0,
+        2.0,
+        3.0,
+    ]  # before training, then after each epoch
+    assert all(m is seen[0] for m in seen)

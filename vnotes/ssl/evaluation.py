@@ -5,7 +5,8 @@ Freeze the encoder, read its features, and ask two questions without touching it
 * :func:`linear_probe` -- how well a linear classifier on the features does (Zhang et al., 2016; the
   standard protocol of SimCLR, MoCo, BYOL, SwAV, DINO and MAE);
 * :func:`knn_classify` -- how well a weighted k-nearest-neighbour vote in cosine similarity does
-  (Wu et al., 2018; DINO's second protocol), which needs no training at all;
+  (Wu et al., 2018; DINO's second protocol), which needs no training at all; the features are
+  standardised first, with the same statistics the probe uses, for every method alike;
 
 plus a collapse diagnostic: :func:`effective_rank` (Roy & Vetterli, 2007) and the per-dimension
 std of L2-normalised features (:func:`normalized_std`).
@@ -126,11 +127,16 @@ def knn_classify(
     temperature: float = 0.07,
     weighting: str = "exp",
     num_classes: int | None = None,
+    standardize: bool = True,
 ) -> Tensor:
     """Labels predicted by a k-nearest-neighbour vote in cosine similarity ``[N_test]``.
 
     ``weighting="exp"``: neighbour j votes exp(s_j / t) for its class (Wu et al., 2018; DINO's k=20,
     t=0.07); ``"uniform"``: one vote each (plain majority, ties to the nearer neighbour's class).
+    ``standardize``: first centre and scale every feature with the training features' mean and std,
+    as :func:`linear_probe` does -- the chapter's protocol for every method. Without it, a direction
+    that all images share (large in a ReLU network's or a ViT's raw features) dominates every cosine
+    and the vote sees little else.
     """
     if weighting not in ("exp", "uniform"):
         raise ValueError(f"weighting={weighting!r} must be 'exp' or 'uniform'")
@@ -139,8 +145,17 @@ def knn_classify(
             f"k={k} must lie in 1..{train_features.shape[0]} (the number of training features)"
         )
     num_classes = num_classes or int(train_labels.max()) + 1
-    bank = F.normalize(train_features.float(), dim=1)  # [N_train, D]
-    queries = F.normalize(test_features.float(), dim=1)  # [N_test, D]
+    train_features, test_features = (
+        train_features.float(),
+        test_features.float(),
+    )
+    if standardize:
+        mean = train_features.mean(0, keepdim=True)
+        std = train_features.std(0, keepdim=True).clamp_min(1e-6)
+        train_features = (train_features - mean) / std
+        test_features = (test_features - mean) / std
+    bank = F.normalize(train_features, dim=1)  # [N_train, D]
+    queries = F.normalize(test_features, dim=1)  # [N_test, D]
     sim = queries @ bank.T  # [N_test, N_train]
     top_sim, top_idx = sim.topk(k, dim=1)  # [N_test, k], nearest first
     votes = (
