@@ -14,7 +14,7 @@ if "google.colab" in sys.modules or os.environ.get("VNOTES_PIP_SOURCE"):
 
     source = os.environ.get(
         "VNOTES_PIP_SOURCE",
-        "vnotes @ git+https://github.com/vnotes-book/vnotes",
+        "vnotes @ git+https://github.com/vnotes-book/vnotes@main",
     )
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", source], check=True
