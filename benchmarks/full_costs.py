@@ -5,7 +5,7 @@
 
 A dry run (``VNOTES_DRY_RUN``) executes each page's `full` configuration for two steps per loop, and
 :func:`vnotes.fit` measures the first step of every training run (:mod:`vnotes.costs`): parameters,
-floating-point operations (PyTorch's FlopCounterMode), operations dispatched, the memory the step
+floating-point operations (PyTorch's FlopCounterMode), operations that write memory (kernel launches), the memory the step
 holds at its peak, and the number of steps the real run would take. From these, for each GPU:
 
     time = total FLOPs / (peak FLOP/s for the precision x utilisation) + steps x operations x launch cost
@@ -41,7 +41,7 @@ MEMORY_GB = {
 # fp32 without tensor cores (vendor sheets), for runs that ask for fp32 explicitly
 FP32_TFLOPS = {"T4": 8.1, "L4": 30.3, "A100": 19.5, "H100": 67.0}
 UTILISATION = (0.40, 0.10)  # optimistic, pessimistic
-LAUNCH_S = (10e-6, 20e-6)  # per operation dispatched
+LAUNCH_S = (10e-6, 20e-6)  # per operation that writes memory (a kernel launch)
 
 
 def gpu_precision(gpu: str, requested: str) -> str:
@@ -111,7 +111,7 @@ def report(rows: list[dict], pages_without: list[str]) -> str:
         "Written by `benchmarks/full_costs.py` from `make full-dry` (every page's `full` configuration on the CPU, "
         "two steps per loop). **These are predictions, not measurements**: no page has run at `full` on a GPU yet. "
         "Training only (sampling, evaluation and probes are not counted). Each prediction is a range: 40% of the "
-        "GPU's peak for the precision `fit` would use and 10 us per operation dispatched (the optimistic end) to "
+        "GPU's peak for the precision `fit` would use and 10 us per kernel launch (each operation that writes memory; the optimistic end) to "
         "10% and 20 us (small models are launch-bound). Peak memory is one training step's weights, batch and "
         "allocations as measured on the CPU (in the CPU's precision, so an upper bound where the GPU uses "
         "bf16/fp16). A page that reuses another page's model counts its training too (a cold cache, as on Colab).",

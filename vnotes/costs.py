@@ -37,9 +37,7 @@ class PeakMemory(TorchDispatchMode):
         super().__init__()
         self.live = 0
         self.peak = 0
-        self.ops = (
-            0  # operations dispatched: on a GPU, about one kernel launch each
-        )
+        self.ops = 0  # operations that write memory: on a GPU, about one kernel launch each
         self._tracked: set[int] = set()
 
     def _freed(self, key: int, nbytes: int) -> None:
@@ -48,12 +46,14 @@ class PeakMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        self.ops += 1
         inputs = {
             a.untyped_storage().data_ptr()
             for a in tree_flatten((args, kwargs))[0]
             if isinstance(a, torch.Tensor)
         }
+        # a kernel on a GPU: an operation that writes memory (a new tensor, or one updated in place);
+        # views and other metadata-only operations launch nothing
+        writes = func._schema.name.endswith("_") or func._schema.is_mutable
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor):
                 continue
@@ -61,11 +61,13 @@ class PeakMemory(TorchDispatchMode):
             key = storage.data_ptr()
             if key in inputs or key in self._tracked or key == 0:
                 continue
+            writes = True
             nbytes = storage.nbytes()
             self._tracked.add(key)
             self.live += nbytes
             self.peak = max(self.peak, self.live)
             weakref.finalize(storage, self._freed, key, nbytes)
+        self.ops += writes
         return out
 
 

@@ -27,7 +27,9 @@ MoCo's queue size (notebook 5b), the ViT readout -- [CLS] token or patch average
 and the supervised ViT (:func:`choose_readout`), and MAE's settings. The ResNet methods' settings were first fixed
 before the split existed, by looking at test accuracy; they were then re-checked on a small grid on
 validation (numbers beside :data:`METHOD_SETTINGS`): SimCLR's and BYOL's held, SwAV's temperature
-moved from the paper's 0.1 to 0.2.
+moved from the paper's 0.1 to 0.2. Those grids (and MAE's) scored the k-NN vote on raw features; since
+2026-12-03 the vote standardises them first (:func:`~vnotes.ssl.evaluation.knn_classify`), which moved every
+k-NN number (the rules' comments give before -> after) but has not been used to re-run the grids.
 """
 
 from __future__ import annotations
