@@ -41,15 +41,15 @@ HANG_SECONDS = 60  # a run whose processes use no CPU this long is hung
 TIMEOUT_SECONDS = 600
 
 
-def _cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
+def _cpu_seconds(procs: list[psutil.Process], seen: dict[int, float]) -> float:
+    """CPU seconds used so far by ``procs`` and by every process seen before (an exited kernel's time still counts)."""
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:  # exited meanwhile
+            seen[p.pid] = max(seen.get(p.pid, 0.0), t.user + t.system)
+        except psutil.Error:  # exited meanwhile: keep its last reading
             pass
-    return total
+    return sum(seen.values())
 
 
 def _kill(procs: list[psutil.Process]) -> None:
@@ -68,6 +68,9 @@ def _execute(cmd: list[str], env: dict, log: Path) -> str:
         tree = [root]
         start = time.monotonic()
         samples = []  # (time, CPU seconds of papermill and its kernel)
+        seen: dict[
+            int, float
+        ] = {}  # the last CPU reading of every process of the run
         while proc.poll() is None:
             time.sleep(1)
             try:  # the kernel runs in a session of its own: follow it by pid
@@ -76,7 +79,7 @@ def _execute(cmd: list[str], env: dict, log: Path) -> str:
                 continue
             now = time.monotonic()
             samples = [s for s in samples if now - s[0] <= HANG_SECONDS]
-            samples.append((now, _cpu_seconds(tree)))
+            samples.append((now, _cpu_seconds(tree, seen)))
             # a working kernel uses most of a core; an idle one only ticks
             idle = (
                 now - samples[0][0] >= HANG_SECONDS - 2
