@@ -129,7 +129,239 @@ def attention_mask_filled_with_zero(q, k, v, mask):
     return torch.softmax(scores.masked_fill(~mask, 0.0), dim=-1) @ v
 
 
+def split_heads_without_transpose(x, num_heads):
+    B, L, d = x.shape
+    return x.reshape(B, num_heads, L, d // num_heads)
+
+
+def split_heads_interleaved(x, num_heads):
+    B, L, d = x.shape
+    return x.reshape(B, L, d // num_heads, num_heads).permute(0, 3, 1, 2)
+
+
+def split_heads_left_in_place(x, num_heads):
+    B, L, d = x.shape
+    return x.reshape(B, L, num_heads, d // num_heads)
+
+
+def causal_mask_transposed(length):
+    return torch.ones(length, length, dtype=torch.bool).triu()
+
+
+def causal_mask_without_diagonal(length):
+    return torch.ones(length, length, dtype=torch.bool).tril(-1)
+
+
+def causal_mask_inverted(length):
+    return ~sol.causal_mask(length)
+
+
+def causal_mask_as_floats(length):
+    return torch.ones(length, length).tril()
+
+
+def sinusoid_sin_cos_swapped(length, dim):
+    pe = sol.sinusoidal_position_encoding(length, dim)
+    return torch.stack([pe[:, 1::2], pe[:, 0::2]], dim=-1).reshape(length, dim)
+
+
+def sinusoid_exponent_i_over_d(length, dim):
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    omega = 10000.0 ** (-torch.arange(dim // 2, dtype=torch.float32) / dim)
+    pe = torch.zeros(length, dim)
+    pe[:, 0::2], pe[:, 1::2] = (
+        torch.sin(position * omega),
+        torch.cos(position * omega),
+    )
+    return pe
+
+
+def sinusoid_sines_then_cosines(length, dim):
+    pe = sol.sinusoidal_position_encoding(length, dim)
+    return torch.cat([pe[:, 0::2], pe[:, 1::2]], dim=1)
+
+
+def sinusoid_positions_from_one(length, dim):
+    return sol.sinusoidal_position_encoding(length + 1, dim)[1:]
+
+
+def dropout_no_rescale(x, p, training=True):
+    if not training:
+        return x
+    return x * (torch.rand_like(x) >= p).to(x.dtype)
+
+
+def dropout_multiplies_by_keep_prob(x, p, training=True):
+    if not training:
+        return x
+    return x * (torch.rand_like(x) >= p).to(x.dtype) * (1 - p)
+
+
+def dropout_active_in_eval(x, p, training=True):
+    return sol.inverted_dropout(x, p, True)
+
+
+def dropout_classic_scales_at_test(x, p, training=True):
+    # the original (non-inverted) dropout: no scaling in training, times (1 - p) at test time
+    if not training:
+        return x * (1 - p)
+    return x * (torch.rand_like(x) >= p).to(x.dtype)
+
+
+def dropout_p_is_keep_probability(x, p, training=True):
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return torch.zeros_like(x)
+    return x * (torch.rand_like(x) < p).to(x.dtype) / p
+
+
+def dropout_one_mask_per_column(x, p, training=True):
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return torch.zeros_like(x)
+    keep = (torch.rand(x.shape[-1]) >= p).to(
+        x.dtype
+    )  # broadcast over the rows
+    return x * keep / (1 - p)
+
+
+def dropout_fixed_seed(x, p, training=True):
+    torch.manual_seed(0)
+    return sol.inverted_dropout(x, p, training)
+
+
+def dropout_divides_by_zero_at_p1(x, p, training=True):
+    if not training:
+        return x
+    return x * (torch.rand_like(x) >= p).to(x.dtype) / (1 - p)
+
+
+def dropout_in_place(x, p, training=True):
+    if not training or p == 0.0:
+        return x
+    return (
+        x.mul_((torch.rand_like(x) >= p).to(x.dtype) / (1 - p))
+        if p < 1
+        else x.zero_()
+    )
+
+
+def adamw_l2_in_the_gradient(
+    param,
+    grad,
+    m,
+    v,
+    t,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-2,
+):
+    # Adam(weight_decay=...): the coupled L2 penalty section 3 warns about
+    return sol.adam_step(
+        param,
+        grad + weight_decay * param,
+        m,
+        v,
+        t,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+    )
+
+
+def adamw_decay_without_lr(
+    param,
+    grad,
+    m,
+    v,
+    t,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-2,
+):
+    param, m, v = sol.adam_step(
+        param, grad, m, v, t, lr=lr, betas=betas, eps=eps
+    )
+    return param - weight_decay * 1e-2 * param, m, v
+
+
+def adamw_decay_after_the_step(
+    param,
+    grad,
+    m,
+    v,
+    t,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-2,
+):
+    param, m, v = sol.adam_step(
+        param, grad, m, v, t, lr=lr, betas=betas, eps=eps
+    )
+    return param * (1 - lr * weight_decay), m, v
+
+
+def adamw_no_decay(
+    param,
+    grad,
+    m,
+    v,
+    t,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-2,
+):
+    return sol.adam_step(param, grad, m, v, t, lr=lr, betas=betas, eps=eps)
+
+
+def adamw_no_bias_correction(
+    param,
+    grad,
+    m,
+    v,
+    t,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-2,
+):
+    param, m, v = adam_no_bias_correction(
+        param * (1 - lr * weight_decay),
+        grad,
+        m,
+        v,
+        t,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+    )
+    return param, m, v
+
+
 EXERCISES = {
+    "split_heads": [
+        split_heads_without_transpose,
+        split_heads_interleaved,
+        split_heads_left_in_place,
+    ],
+    "causal_mask": [
+        causal_mask_transposed,
+        causal_mask_without_diagonal,
+        causal_mask_inverted,
+        causal_mask_as_floats,
+    ],
+    "sinusoidal_position_encoding": [
+        sinusoid_sin_cos_swapped,
+        sinusoid_exponent_i_over_d,
+        sinusoid_sines_then_cosines,
+        sinusoid_positions_from_one,
+    ],
     "adam_step": [
         adam_no_bias_correction,
         adam_eps_inside_sqrt,
@@ -149,6 +381,24 @@ EXERCISES = {
         attention_mask_inverted,
         attention_mask_ignored,
         attention_mask_filled_with_zero,
+    ],
+    "inverted_dropout": [
+        dropout_no_rescale,
+        dropout_multiplies_by_keep_prob,
+        dropout_active_in_eval,
+        dropout_classic_scales_at_test,
+        dropout_p_is_keep_probability,
+        dropout_one_mask_per_column,
+        dropout_fixed_seed,
+        dropout_divides_by_zero_at_p1,
+        dropout_in_place,
+    ],
+    "adamw_step": [
+        adamw_l2_in_the_gradient,
+        adamw_decay_without_lr,
+        adamw_decay_after_the_step,
+        adamw_no_decay,
+        adamw_no_bias_correction,
     ],
 }
 
@@ -322,6 +572,86 @@ def test_page_1_has_its_exercises_and_never_runs_a_solution():
     assert "prediction = None" in code and "compare_prediction(" in code
 
 
+def test_attention_quiz_keys_follow_the_numbers_passed_in():
+    for d_k, length, heads, params, acc, want_params, want_best in (
+        (
+            16,
+            6,
+            (1, 2, 4),
+            {1: 900, 2: 900, 4: 900},
+            {1: 0.4, 2: 0.9, 4: 0.7},
+            "the same number",
+            "2 heads",
+        ),
+        (
+            64,
+            3,
+            (1, 8),
+            {1: 900, 8: 1000},
+            {1: 0.8, 8: 0.5},
+            "more with more heads",
+            "1 head",
+        ),
+    ):
+        causal = torch.ones(length, length, dtype=torch.bool).tril()
+        quiz = ex.attention_quiz(
+            d_k=d_k,
+            causal=causal,
+            dim=32,
+            heads=heads,
+            parameters=params,
+            test_accuracy=acc,
+        )
+        assert len(quiz) >= 3
+        for q in quiz:
+            assert len(_correct(q)) == 1, q["question"]
+        assert _correct(quiz[0])[0]["value"] == pytest.approx(d_k**-0.5)
+        assert _correct(quiz[1])[0]["value"] == length * (length + 1) // 2
+        assert _correct(quiz[2])[0]["value"] == 32 // max(heads)
+        assert _correct(quiz[3])[0]["answer"] == want_params
+        assert _correct(quiz[4])[0]["answer"] == want_best
+        json.dumps(quiz)
+
+
+def test_page_4a_has_its_exercises_and_computes_its_quiz():
+    stem = "04a_attention"
+    nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text())
+    code = _notebook_code(stem)
+    markdown = "\n".join(
+        "".join(c["source"])
+        for c in nb["cells"]
+        if c["cell_type"] == "markdown"
+    )
+    for name in (
+        "masked_attention",
+        "split_heads",
+        "causal_mask",
+        "sinusoidal_position_encoding",
+    ):
+        assert f"def {name}(" in code, f"page 4a has no stub for {name}"
+        assert f"check_{name}({name})" in code
+        assert f'show_solution("{name}")' in code
+    assert "exercise_solutions" not in code, (
+        "a page must not import the solutions"
+    )
+    assert markdown.count("{exercise}") >= 5 and "{solution-start}" in markdown
+    assert "prediction = None" in code and "compare_prediction(" in code
+    calls = [
+        n
+        for n in ast.walk(ast.parse(code))
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "attr", getattr(n.func, "id", ""))
+        == "attention_quiz"
+    ]
+    assert len(calls) == 1, (
+        "page 4a builds its quiz with one attention_quiz(...) call"
+    )
+    for kw in calls[0].keywords:
+        assert not isinstance(kw.value, ast.Constant), (
+            f"attention_quiz({kw.arg}=...) is typed in; compute it from the page's numbers"
+        )
+
+
 def test_show_quiz_embeds_its_javascript_for_offline_pages(monkeypatch):
     import IPython.display
 
@@ -349,3 +679,106 @@ def test_show_quiz_embeds_its_javascript_for_offline_pages(monkeypatch):
         "quiz JS from the network"
     )
     assert "MathJax" in js.data and 'addEventListener("load"' in js.data
+
+
+# ---------------------------------------------------------------- page 2a: regularization
+def test_regularization_quiz_keys_follow_the_numbers_passed_in():
+    runs = ["SGD, no penalty", "SGD + L1, λ=3e-4", "SGD + L2, λ=1e-2"]
+    for shares, l2, adamw, leader, chosen_p in (
+        ((0.015, 0.6, 0.02), 0.4, 0.01, "dropout", 0.25),
+        ((0.3, 0.1, 0.2), 0.01, 0.2, None, 0.75),
+        ((0.0, 0.0, 0.5), 0.3, 0.3, "baseline", 0.0),
+    ):
+        quiz = ex.regularization_quiz(
+            dropout_p=0.5,
+            near_zero_sgd=dict(zip(runs, shares)),
+            near_zero_adam_l2=l2,
+            near_zero_adamw=adamw,
+            gap_leader=leader,
+            chosen_p=chosen_p,
+        )
+        assert len(quiz) >= 3
+        for q in quiz:
+            assert len(_correct(q)) == 1, q["question"]
+        assert _correct(quiz[0])[0]["value"] == pytest.approx(2.0)
+        assert (
+            _correct(quiz[1])[0]["answer"] == runs[shares.index(max(shares))]
+        )
+        assert _correct(quiz[2])[0]["answer"].startswith(
+            "L2" if l2 > adamw else "decoupled"
+        )
+        verdict = _correct(quiz[3])[0]["answer"]
+        assert verdict.startswith(
+            {
+                "dropout": "dropout",
+                None: "within noise",
+                "baseline": "the baseline",
+            }[leader]
+        )
+        assert _correct(quiz[4])[0]["value"] == chosen_p
+        json.dumps(quiz)
+    with pytest.raises(ValueError, match="gap_leader"):
+        ex.regularization_quiz(
+            dropout_p=0.5,
+            near_zero_sgd=dict(zip(runs, (0.1, 0.2, 0.3))),
+            near_zero_adam_l2=0.1,
+            near_zero_adamw=0.1,
+            gap_leader="R-Drop",
+            chosen_p=0.5,
+        )
+
+
+def test_page_2a_quiz_answers_are_computed_not_typed():
+    tree = ast.parse(_notebook_code("02a_regularization"))
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "attr", getattr(n.func, "id", ""))
+        == "regularization_quiz"
+    ]
+    assert len(calls) == 1, (
+        "page 2a builds its quiz with one regularization_quiz(...) call"
+    )
+    for kw in calls[0].keywords:
+        assert not isinstance(kw.value, ast.Constant), (
+            f"regularization_quiz({kw.arg}=...) is typed in; compute it from the page's numbers"
+        )
+
+
+def test_page_2a_has_its_exercises_and_never_runs_a_solution():
+    nb = json.loads(
+        (ROOT / "chapters" / "02a_regularization.ipynb").read_text()
+    )
+    code = _notebook_code("02a_regularization")
+    markdown = "\n".join(
+        "".join(c["source"])
+        for c in nb["cells"]
+        if c["cell_type"] == "markdown"
+    )
+    for name in ("inverted_dropout", "adamw_step"):
+        assert f"def {name}(" in code, f"page 2a has no stub for {name}"
+        assert f"check_{name}({name})" in code
+        assert f'show_solution("{name}")' in code
+    assert code.count("raise NotImplementedError") >= 2
+    assert "exercise_solutions" not in code, (
+        "a page must not import the solutions"
+    )
+    assert markdown.count("{exercise}") >= 3 and "{solution-start}" in markdown
+    assert "prediction = None" in code and "compare_prediction(" in code
+
+
+def test_dropout_check_accepts_pytorchs_and_the_books_dropout():
+    import torch.nn.functional as F
+
+    from vnotes.regularization import dropout
+
+    assert ex.check_inverted_dropout(
+        lambda x, p, training=True: F.dropout(x, p, training)
+    ).passed
+    assert ex.check_inverted_dropout(dropout).passed
+    state = torch.random.get_rng_state()
+    ex.check_inverted_dropout(sol.inverted_dropout)
+    assert torch.equal(state, torch.random.get_rng_state()), (
+        "the check must leave the reader's random state as it was"
+    )

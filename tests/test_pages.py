@@ -191,15 +191,33 @@ def test_status_page_lists_every_chapter_with_its_time(built):
             assert row, f"build_status: no execution time for {name}"
 
 
-# Pages with exercises at their end (vnotes.exercises): how many numbered exercises, and the optimizer the
-# page chose on validation, which its quiz must accept (the key is computed, so it follows the page's run).
-EXERCISE_PAGES = {"chapters/01_optimization": 4}
+# Pages with exercises at their end (vnotes.exercises): how many numbered exercises each renders.
+EXERCISE_PAGES = {
+    "chapters/01_optimization": 4,
+    "chapters/02a_regularization": 3,
+    "chapters/04a_attention": 5,
+}
+# The quiz question each page's test clicks, and its right answer: read from the page (a pattern whose
+# group 1 is the answer, e.g. the optimizer page 1 chose on validation: the key is computed, so it follows
+# the page's run) or fixed (a string).
+QUIZ_CLICKS = {
+    "chapters/01_optimization": (
+        "chose one optimizer",
+        re.compile(r"Chosen on validation: (\w[\w+]*)"),
+    ),
+    "chapters/02a_regularization": ("switched on during", "training only"),
+    # every model of 4a.4 has width d, so the same parameters whatever its heads (the page prints them)
+    "chapters/04a_attention": (
+        "Compared with the 1-head model",
+        "the same number",
+    ),
+}
 
 
 @pytest.mark.parametrize("page", EXERCISE_PAGES)
 def test_exercises_solutions_and_quiz_work_offline(built, page):
     """Offline in Chromium: the numbered exercises render, each stub's check says "not yet", solutions are
-    folded until their toggle is clicked, and the quiz answers a click (the chosen optimizer is right)."""
+    folded until their toggle is clicked, and the quiz answers a click (QUIZ_CLICKS)."""
     from playwright.sync_api import sync_playwright
 
     if CHROMIUM is None:
@@ -238,22 +256,21 @@ def test_exercises_solutions_and_quiz_work_offline(built, page):
         assert first.locator(".vnotes-solution pre").first.is_visible(), (
             f"{page}: clicking a solution's toggle does not show its code"
         )
-        # the quiz: the page's chosen optimizer is the right answer to question 2
-        chosen = re.search(
-            r"Chosen on validation: (\w[\w+]*)", tab.inner_text("article")
-        )
-        assert chosen, f"{page}: no 'Chosen on validation' line"
+        # the quiz: a click on a wrong answer is refused, one on the right answer accepted
+        asked, answer = QUIZ_CLICKS[page]
+        if isinstance(answer, re.Pattern):
+            found = answer.search(tab.inner_text("article"))
+            assert found, f"{page}: no line matching {answer.pattern!r}"
+            answer = found.group(1)
         questions = tab.locator(".MultipleChoiceQn")
         assert questions.count() >= 3 or tab.locator(".NumericQn").count(), (
             f"{page}: the quiz did not render"
         )
         # jupyterquiz: each question is a .Quiz box holding the question, its answer buttons and feedback
-        question = (
-            tab.locator(".Quiz").filter(has_text="chose one optimizer").first
-        )
+        question = tab.locator(".Quiz").filter(has_text=asked).first
         wrong = (
             question.locator("label.MCButton")
-            .filter(has_not_text=chosen.group(1))
+            .filter(has_not_text=answer)
             .first
         )
         wrong.click()
@@ -261,11 +278,11 @@ def test_exercises_solutions_and_quiz_work_offline(built, page):
             ".Feedback"
         ).first.get_attribute("class")
         question.locator("label.MCButton").filter(
-            has_text=re.compile(rf"^{re.escape(chosen.group(1))}$")
+            has_text=re.compile(rf"^{re.escape(answer)}$")
         ).first.click()
         feedback = question.locator(".Feedback").first
         assert "correct" in feedback.get_attribute("class").split(), (
-            f"{page}: the quiz did not accept the page's own chosen optimizer"
+            f"{page}: the quiz did not accept the page's own answer {answer!r}"
         )
         tab.screenshot(
             path=SHOTS / f"{Path(page).name}-exercises.png", full_page=True

@@ -16,6 +16,11 @@ __all__ = [
     "warmup_cosine",
     "clip_grad_norm",
     "masked_attention",
+    "split_heads",
+    "causal_mask",
+    "sinusoidal_position_encoding",
+    "inverted_dropout",
+    "adamw_step",
 ]
 
 
@@ -75,3 +80,89 @@ def masked_attention(q, k, v, mask):
     scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # over the keys, per query
     return weights @ v  # [B, H, L, d_v]
+
+
+def split_heads(x, num_heads):
+    """[B, L, d] -> [B, heads, L, d/heads]: each head gets its own slice of
+    the channels (Vaswani et al., 2017).
+
+    Chapter 4a; the book's version is
+    ``vnotes.transformer.MultiHeadAttention._split_heads``.
+    """
+    B, L, d = x.shape
+    head_dim = d // num_heads
+    # cut the channels into heads: [B, L, heads, d/heads]
+    x = x.reshape(B, L, num_heads, head_dim)
+    # heads next to the batch, so each head attends on its own: [B, heads, L, d/heads]
+    return x.transpose(1, 2)
+
+
+def causal_mask(length):
+    """Boolean [L, L] mask, True where query i may attend to key j <= i
+    (Vaswani et al., 2017).
+
+    Chapter 4a; the book's version is ``vnotes.transformer.causal_mask``.
+    """
+    i = torch.arange(length)[:, None]  # query positions, a column
+    j = torch.arange(length)[None, :]  # key positions, a row
+    return j <= i  # no peeking ahead
+
+
+def sinusoidal_position_encoding(length, dim):
+    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d))
+    (Vaswani et al., 2017).
+
+    Chapter 4a; the book's version is
+    ``vnotes.transformer.sinusoidal_position_encoding``.
+    """
+    position = torch.arange(length, dtype=torch.float32)[:, None]  # [L, 1]
+    two_i = torch.arange(0, dim, 2, dtype=torch.float32)  # 0, 2, 4, ...
+    omega = 10000.0 ** (-two_i / dim)  # [d/2], one frequency per pair
+    pe = torch.zeros(length, dim)
+    pe[:, 0::2] = torch.sin(position * omega)  # even dimensions
+    pe[:, 1::2] = torch.cos(position * omega)  # odd dimensions
+    return pe
+
+
+def inverted_dropout(x, p, training=True):
+    """Zero each entry with probability p in training and scale the
+    survivors by 1/(1-p); the identity in evaluation (Srivastava et al., 2014).
+
+    Chapter 2a; the book's version is ``vnotes.regularization.dropout``.
+    """
+    if not training or p == 0.0:
+        return x  # test time: the full network, nothing to rescale
+    if p == 1.0:
+        return torch.zeros_like(x)  # every unit dropped (and no 1/0)
+    # m_i ~ Bernoulli(1 - p), one draw per entry: 1 keeps, 0 drops
+    keep = (torch.rand_like(x) >= p).to(x.dtype)
+    # E[x_i m_i / (1 - p)] = x_i: the mean is kept
+    return x * keep / (1.0 - p)
+
+
+def adamw_step(
+    param,
+    grad,
+    m,
+    v,
+    t,
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-2,
+):
+    """One AdamW step: Adam with decoupled weight decay
+    (Loshchilov & Hutter, 2019).
+
+    Chapter 2a; the book trains with ``torch.optim.AdamW``.
+    """
+    b1, b2 = betas
+    # the decay acts on the weights, outside the adaptive step:
+    # w <- w - lr * lambda * w  (the gradient never sees it)
+    param = param * (1 - lr * weight_decay)
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad**2
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    param = param - lr * m_hat / (v_hat.sqrt() + eps)
+    return param, m, v

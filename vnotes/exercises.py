@@ -33,6 +33,13 @@ __all__ = [
     "check_warmup_cosine",
     "check_clip_grad_norm",
     "check_masked_attention",
+    "check_split_heads",
+    "check_causal_mask",
+    "check_sinusoidal_position_encoding",
+    "attention_quiz",
+    "check_inverted_dropout",
+    "check_adamw_step",
+    "regularization_quiz",
     "compare_prediction",
     "optimization_quiz",
     "show_quiz",
@@ -351,6 +358,210 @@ def check_clip_grad_norm(clip_grad_norm: Callable) -> CheckResult:
     return _check("clip_grad_norm", clip_grad_norm, body)
 
 
+# ============================================================================ chapter 2: regularization
+def check_inverted_dropout(inverted_dropout: Callable) -> CheckResult:
+    """Check ``inverted_dropout(x, p, training) -> y``: in training, zero each entry independently with
+    probability ``p`` and scale the survivors by ``1/(1-p)``; in evaluation, return ``x`` unchanged
+    (Srivastava et al., 2014), as ``F.dropout`` does.
+
+    A mask is random, so the check compares what ``F.dropout`` guarantees: every output entry is 0 or
+    ``x/(1-p)``, the share kept is ``1-p`` (within six standard deviations, on 60,000 entries, from a
+    fixed seed), the mean is kept, each entry has its own draw and each call a new mask. Edge cases:
+    ``p=0`` and evaluation mode (the identity), ``p=1`` (all zeros, as ``F.dropout`` gives).
+    """
+
+    def body() -> str:
+        # a fixed seed, and the reader's global random state left as it was
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(4)
+            # [N, D], every entry > 0, so a kept entry is never mistaken for a dropped one
+            x = torch.rand(200, 300, dtype=torch.float64) + 0.5
+            n = x.numel()
+
+            def call(x_in, p, training):
+                before = x_in.clone()
+                out = _run(inverted_dropout, x_in, p, training)
+                if not torch.equal(x_in, before):
+                    raise _Stop(
+                        f"inverted_dropout changed its input x in place (p={p}, training={training}); "
+                        "return a new tensor"
+                    )
+                out = _as_tensor(
+                    out, f"the output (p={p}, training={training})", x
+                )
+                if tuple(out.shape) != tuple(x_in.shape):
+                    raise _Stop(
+                        f"the output (p={p}, training={training}) has shape {tuple(out.shape)}, "
+                        f"expected {tuple(x_in.shape)}"
+                    )
+                if not torch.isfinite(out).all():
+                    raise _Stop(
+                        f"the output (p={p}, training={training}) has a non-finite value"
+                    )
+                return out
+
+            for p in (0.2, 0.5, 0.9):
+                _compare(
+                    call(x.clone(), p, False),
+                    x,
+                    f"the output in evaluation mode (training=False, p={p})",
+                    rtol=0,
+                    atol=0,
+                )
+            _compare(
+                call(x.clone(), 0.0, True),
+                x,
+                "the output with p=0 in training",
+                rtol=0,
+                atol=0,
+            )
+            _compare(
+                call(x.clone(), 1.0, True),
+                torch.zeros_like(x),
+                "the output with p=1 in training (F.dropout gives all zeros)",
+                rtol=0,
+                atol=0,
+            )
+            for p in (0.2, 0.7):
+                y = call(x.clone(), p, True)
+                kept = y != 0
+                scaled = y[kept] / x[kept]
+                if not torch.allclose(
+                    scaled,
+                    torch.full_like(scaled, 1 / (1 - p)),
+                    rtol=1e-9,
+                    atol=0,
+                ):
+                    lo, hi = scaled.min().item(), scaled.max().item()
+                    if hi - lo > 1e-9 * abs(hi):
+                        raise _Stop(
+                            f"in training with p={p}, the kept entries are scaled by different "
+                            f"factors (from {lo:.4g} to {hi:.4g} times their input); one factor fits all"
+                        )
+                    raise _Stop(
+                        f"in training with p={p}, every kept entry is {hi:.4g} times its input, so "
+                        f"on average the output is {(1 - p) * hi:.3g} times the input; "
+                        "F.dropout keeps the mean"
+                    )
+                share = kept.double().mean().item()
+                sd = math.sqrt(p * (1 - p) / n)
+                if abs(share - (1 - p)) > 6 * sd:
+                    raise _Stop(
+                        f"in training with p={p}, {share:.3f} of the entries are kept; "
+                        f"expected about {1 - p:.3f} (p is the probability of dropping)"
+                    )
+                rows_alike = (
+                    (kept == kept[:1]).all(dim=1).double().mean().item()
+                )
+                cols_alike = (
+                    (kept == kept[:, :1]).all(dim=0).double().mean().item()
+                )
+                if rows_alike > 0.5 or cols_alike > 0.5:
+                    raise _Stop(
+                        f"in training with p={p}, the rows (or columns) share one mask; "
+                        "every entry needs its own draw"
+                    )
+                y2 = call(x.clone(), p, True)
+                if torch.equal(y2 != 0, kept):
+                    raise _Stop(
+                        f"two calls in training with p={p} drop the same entries; each call needs a new mask"
+                    )
+                ratio = (y.sum() / x.sum()).item()
+                if abs(ratio - 1) > 0.05:
+                    raise _Stop(
+                        f"in training with p={p}, the output's sum is {ratio:.3f} times the input's; "
+                        "inverted dropout keeps the expected value"
+                    )
+        return (
+            "behaves as F.dropout: identity in evaluation and at p=0, zeros at p=1, "
+            "survivors scaled to keep the mean, a fresh independent mask per call"
+        )
+
+    return _check("inverted_dropout", inverted_dropout, body)
+
+
+def check_adamw_step(adamw_step: Callable) -> CheckResult:
+    """Check ``adamw_step(param, grad, m, v, t, lr, betas, eps, weight_decay) -> (param, m, v)``, one
+    AdamW step: Adam's step plus decoupled weight decay (Loshchilov & Hutter, 2019), against
+    ``torch.optim.AdamW`` over several steps.
+
+    The runs include a step whose whole gradient is zero (decay alone still shrinks the weights), a
+    coordinate that never receives a gradient, ``weight_decay=0`` and two settings of ``lr``.
+    """
+
+    def body() -> str:
+        g = torch.Generator().manual_seed(5)
+        for lr, betas, eps, wd, steps in (
+            (0.1, (0.9, 0.999), 1e-8, 0.5, 6),
+            (0.03, (0.8, 0.99), 1e-6, 3.0, 4),
+            (0.05, (0.9, 0.999), 1e-8, 0.0, 3),
+        ):
+            start = torch.randn(3, 4, generator=g, dtype=torch.float64)
+            ref = start.clone().requires_grad_(True)
+            opt = torch.optim.AdamW(
+                [ref], lr=lr, betas=betas, eps=eps, weight_decay=wd
+            )
+            p, m, v = (
+                start.clone(),
+                torch.zeros_like(start),
+                torch.zeros_like(start),
+            )
+            for t in range(1, steps + 1):
+                grad = torch.randn(3, 4, generator=g, dtype=torch.float64)
+                grad[0, 0] = 0.0  # a coordinate that never receives a gradient
+                if t == 3:
+                    grad.zero_()  # a step whose whole gradient is zero
+                ref.grad = grad.clone()
+                opt.step()
+                out = _run(
+                    adamw_step,
+                    p.clone(),
+                    grad.clone(),
+                    m.clone(),
+                    v.clone(),
+                    t,
+                    lr=lr,
+                    betas=betas,
+                    eps=eps,
+                    weight_decay=wd,
+                )
+                if not isinstance(out, (tuple, list)) or len(out) != 3:
+                    raise _Stop(
+                        "adamw_step should return three tensors (param, m, v), "
+                        f"got {type(out).__name__}"
+                        + (
+                            f" of length {len(out)}"
+                            if isinstance(out, (tuple, list))
+                            else ""
+                        )
+                    )
+                state = opt.state[ref]
+                when = f"after step t={t} (lr={lr}, weight_decay={wd}" + (
+                    ", a zero gradient)" if t == 3 else ")"
+                )
+                _compare(
+                    out[1],
+                    state["exp_avg"],
+                    f"m {when}",
+                    rtol=1e-6,
+                    atol=1e-12,
+                )
+                _compare(
+                    out[2],
+                    state["exp_avg_sq"],
+                    f"v {when}",
+                    rtol=1e-6,
+                    atol=1e-12,
+                )
+                _compare(
+                    out[0], ref.detach(), f"param {when}", rtol=1e-6, atol=1e-9
+                )
+                p, m, v = (_as_tensor(x, "", start).clone() for x in out)
+        return "matches torch.optim.AdamW over 13 steps in three settings, zero gradients and no decay included"
+
+    return _check("adamw_step", adamw_step, body)
+
+
 # ============================================================================ chapter 4: attention
 def check_masked_attention(masked_attention: Callable) -> CheckResult:
     """Check ``masked_attention(q, k, v, mask) -> out``, scaled dot-product attention (Vaswani et al.,
@@ -416,6 +627,102 @@ def check_masked_attention(masked_attention: Callable) -> CheckResult:
         return "matches F.scaled_dot_product_attention on five cases, one-key rows and length 1 included"
 
     return _check("masked_attention", masked_attention, body)
+
+
+def check_split_heads(split_heads: Callable) -> CheckResult:
+    """Check ``split_heads(x, num_heads)``: ``[B, L, d]`` -> ``[B, heads, L, d/heads]``, head ``h`` holding
+    channels ``h*d/heads`` to ``(h+1)*d/heads - 1`` of every position, as multi-head attention
+    (Vaswani et al., 2017) and ``vnotes.transformer.MultiHeadAttention`` split them.
+
+    Cases: several heads, one head, heads of width 1, a length-1 sequence.
+    """
+
+    def body() -> str:
+        g = torch.Generator().manual_seed(4)
+        for B, L, d, heads in (
+            (2, 5, 12, 3),
+            (3, 4, 6, 1),
+            (2, 3, 8, 8),
+            (1, 1, 8, 2),
+        ):
+            x = torch.randn(B, L, d, generator=g, dtype=torch.float64)
+            want = x.view(B, L, heads, d // heads).transpose(1, 2)
+            got = _run(split_heads, x.clone(), heads)
+            _compare(
+                got,
+                want,
+                f"the split (B={B}, L={L}, d={d}, num_heads={heads})",
+                rtol=0.0,
+                atol=0.0,
+            )
+        return "splits [B, L, d] into [B, heads, L, d/heads] as MultiHeadAttention does, on four cases"
+
+    return _check("split_heads", split_heads, body)
+
+
+def check_causal_mask(causal_mask: Callable) -> CheckResult:
+    """Check ``causal_mask(length)``: a boolean ``[L, L]`` mask, True where query ``i`` may attend to key
+    ``j`` (Vaswani et al., 2017's decoder masking), against ``vnotes.transformer.causal_mask``.
+
+    Lengths 1, 2, 5 and 9.
+    """
+    from .transformer import causal_mask as reference
+
+    def body() -> str:
+        for length in (1, 2, 5, 9):
+            got = _run(causal_mask, length)
+            if not isinstance(got, torch.Tensor):
+                raise _Stop(
+                    f"causal_mask({length}) is a {type(got).__name__}, not a tensor"
+                )
+            if got.dtype != torch.bool:
+                raise _Stop(
+                    f"causal_mask({length}) is {got.dtype}; attention masks are boolean "
+                    "(True = may attend)"
+                )
+            want = reference(length)
+            if tuple(got.shape) != tuple(want.shape):
+                raise _Stop(
+                    f"causal_mask({length}) has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+                )
+            wrong = torch.nonzero(got != want)
+            if len(wrong):
+                i, j = (int(n) for n in wrong[0])
+                n_wrong = len(wrong)
+                raise _Stop(
+                    f"causal_mask({length}): at query {i}, key {j} yours is {bool(got[i, j])}, "
+                    f"expected {bool(want[i, j])} ({n_wrong} of {want.numel()} entries differ)"
+                )
+        return "matches the causal mask at lengths 1, 2, 5 and 9"
+
+    return _check("causal_mask", causal_mask, body)
+
+
+def check_sinusoidal_position_encoding(
+    sinusoidal_position_encoding: Callable,
+) -> CheckResult:
+    """Check ``sinusoidal_position_encoding(length, dim)`` -> ``[length, dim]``, the fixed positions of
+    Vaswani et al. (2017), against ``vnotes.transformer.sinusoidal_position_encoding``.
+
+    Cases: one position, a narrow and a wide encoding, 50 positions.
+    """
+    from .transformer import sinusoidal_position_encoding as reference
+
+    def body() -> str:
+        for length, dim in ((1, 2), (6, 4), (50, 16), (7, 64)):
+            got = _run(sinusoidal_position_encoding, length, dim)
+            _compare(
+                got,
+                reference(length, dim),
+                f"the encoding (length={length}, dim={dim})",
+                rtol=1e-4,
+                atol=1e-4,
+            )
+        return "matches the book's sinusoidal encoding on four sizes, one position included"
+
+    return _check(
+        "sinusoidal_position_encoding", sinusoidal_position_encoding, body
+    )
 
 
 # ============================================================================ predict, then run
@@ -577,6 +884,146 @@ def optimization_quiz(
             ],
             "length only",
             "Right: every tensor is scaled by the same factor, so the direction is kept.",
+        ),
+    ]
+
+
+def regularization_quiz(
+    *,
+    dropout_p: float,
+    near_zero_sgd: Mapping[str, float],
+    near_zero_adam_l2: float,
+    near_zero_adamw: float,
+    gap_leader: str | None,
+    chosen_p: float,
+) -> list[dict]:
+    """The quiz of chapter 2a (``02a_regularization``), built from the numbers the page measured.
+
+    ``near_zero_sgd`` maps each run of section 2 to its share of weights with ``|w| < 1e-3``;
+    ``gap_leader`` is ``compare_seeds(...).leader`` for dropout against the baseline (``"dropout"``,
+    ``"baseline"`` or ``None`` when within noise); ``chosen_p`` is the sweep's rate chosen on validation.
+    """
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p={dropout_p} must lie in [0, 1)")
+    gap_options = {
+        "dropout": "dropout's gap is smaller, by more than the spread over seeds",
+        None: "within noise: the difference is smaller than the spread over seeds",
+        "baseline": "the baseline's gap is smaller, by more than the spread over seeds",
+    }
+    if gap_leader not in gap_options:
+        raise ValueError(
+            f"gap_leader={gap_leader!r}; allowed: 'dropout', 'baseline' or None"
+        )
+    sparsest = max(near_zero_sgd, key=near_zero_sgd.get)
+    l2_name, adamw_name = "L2 in the loss", "decoupled weight decay (AdamW)"
+    return [
+        _number(
+            f"Inverted dropout with $p={dropout_p:g}$, in training: by what factor is every unit "
+            "that survives multiplied?",
+            round(1 / (1 - dropout_p), 6),
+            f"Right: $1/(1-p) = {1 / (1 - dropout_p):g}$, so the expected activation is unchanged and "
+            "the test-time network needs no rescaling.",
+            precision=3,
+        ),
+        _choice(
+            "Section 2 trained with plain SGD. Which run left the largest share of near-zero "
+            "weights ($|w| < 10^{-3}$)?",
+            list(near_zero_sgd),
+            sparsest,
+            f"Right: {near_zero_sgd[sparsest]:.1%} of its weights, the largest share in the table of "
+            "section 2.",
+        ),
+        _choice(
+            "Section 3 trained with Adam. Which form of the penalty switched off the larger share of "
+            "the weights?",
+            [l2_name, adamw_name],
+            l2_name if near_zero_adam_l2 > near_zero_adamw else adamw_name,
+            f"Right: {near_zero_adam_l2:.1%} near zero with {l2_name}, {near_zero_adamw:.1%} with "
+            "AdamW's decoupled decay.",
+        ),
+        _choice(
+            "Section 4: did dropout narrow the generalisation gap against the baseline?",
+            list(gap_options.values()),
+            gap_options[gap_leader],
+            "Right: that is the verdict computed from the seeds at the end of section 4.",
+        ),
+        _number(
+            "Section 6 swept the dropout rate and the weight decay. Which dropout rate $p$ was chosen "
+            "on validation?",
+            float(chosen_p),
+            "Right: the cell with the highest validation accuracy.",
+        ),
+        _choice(
+            "Dropout is switched on during …",
+            ["training only", "evaluation only", "training and evaluation"],
+            "training only",
+            "Right: at test time inverted dropout is the identity, the full network.",
+        ),
+    ]
+
+
+def attention_quiz(
+    *,
+    d_k: int,
+    causal: torch.Tensor,
+    dim: int,
+    heads: Sequence[int],
+    parameters: Mapping[int, int],
+    test_accuracy: Mapping[int, float],
+) -> list[dict]:
+    """The quiz of chapter 4a (``04a_attention``), built from the numbers and masks the page used.
+
+    ``parameters`` and ``test_accuracy`` map a number of heads to the model's parameter count and its
+    mean test accuracy over seeds (section 4a.4).
+    """
+    heads = list(heads)
+    most = max(heads)
+    label = {h: f"{h} head{'s' if h != 1 else ''}" for h in heads}
+    if parameters[heads[0]] == parameters[most]:
+        params_answer = "the same number"
+    elif parameters[most] > parameters[heads[0]]:
+        params_answer = "more with more heads"
+    else:
+        params_answer = "fewer with more heads"
+    best = max(heads, key=lambda h: test_accuracy[h])
+    length = int(causal.shape[-1])
+    return [
+        _number(
+            f"Section 4a.1 compared attention on queries and keys of width $d_k = {d_k}$. By what factor "
+            "are the scores $QK^\\top$ multiplied before the softmax?",
+            round(1 / math.sqrt(d_k), 6),
+            f"Right: $1/\\sqrt{{{d_k}}} = {1 / math.sqrt(d_k):g}$, which keeps the scores' spread "
+            "independent of the width.",
+            precision=3,
+        ),
+        _number(
+            f"The causal mask of section 4a.1 has {length} queries and {length} keys. How many "
+            "(query, key) pairs may attend?",
+            int(causal.sum()),
+            "Right: query $i$ sees keys $0, \\dots, i$, so $1 + 2 + \\dots + L = L(L+1)/2$ pairs.",
+        ),
+        _number(
+            f"In section 4a.4 every model has width $d = {dim}$. How wide is each head of the "
+            f"{most}-head model?",
+            dim // most,
+            f"Right: $d/h = {dim}/{most} = {dim // most}$.",
+        ),
+        _choice(
+            f"Compared with the 1-head model, the {most}-head model of section 4a.4 has …",
+            [
+                "the same number",
+                "more with more heads",
+                "fewer with more heads",
+            ],
+            params_answer,
+            "Right: that is the table's parameters column.",
+        ),
+        _choice(
+            "Which model of section 4a.4 had the highest mean test accuracy?",
+            [label[h] for h in heads],
+            label[best],
+            "Right: that is the table's test accuracy column (mean over seeds); whether the "
+            "difference exceeds the seeds' spread is a separate question.",
         ),
     ]
 
