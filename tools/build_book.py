@@ -249,8 +249,10 @@ def _execute_one(src: Path, dst: Path, timeout: int) -> None:
     asyncio.run(run())
 
 
-HANG_SECONDS = 120
-"""A page whose processes use no CPU for this long is hung (the book's cells never wait on anything but the CPU)."""
+HANG_SECONDS = 60
+"""A page whose processes use no CPU for this long is hung (the book's cells never wait on anything but the CPU).
+Seen mostly at the pages' ``interact`` cells (ipywidgets with a headless nbclient, jupyter/nbclient#312), more often
+on a loaded machine: a short window keeps each retry cheap."""
 
 
 def _tree_cpu_seconds(root: int) -> float:
@@ -279,7 +281,7 @@ def _tree_cpu_seconds(root: int) -> float:
 
 
 def _run_page(
-    stem: str, scale: str, timeout: int, attempts: int = 2
+    stem: str, scale: str, timeout: int, attempts: int = 3
 ) -> tuple[bool, float, str]:
     """Execute one page in a child process; a page that hangs (no CPU use for HANG_SECONDS) is killed and run again.
 
