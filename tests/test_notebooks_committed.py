@@ -62,3 +62,43 @@ def test_notebook_is_stripped_and_conventional(nb):
         assert not re.search(r"^\s*class \w+", src(c), re.M), (
             f"{nb.name}: models belong in vnotes, not in notebooks"
         )
+
+
+def _install_cell_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "install_cell", ROOT / "tools" / "install_cell.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_install_cells_follow_the_repository_in_config():
+    tool = _install_cell_tool()
+    stale = [p.name for p in tool.stale_notebooks()]
+    assert not stale, (
+        f"install cells disagree with _config.yml's repository: {stale}; "
+        "run python tools/install_cell.py --write"
+    )
+    template = (ROOT / "tools" / "chapter_template.py").read_text()
+    assert tool.cell_source() in template
+
+
+def test_install_source_comes_from_config(tmp_path):
+    tool = _install_cell_tool()
+    config = tmp_path / "_config.yml"
+    config.write_text(
+        "repository:\n  url: https://github.com/someone/fork/\n  branch: dev\n"
+    )
+    assert (
+        tool.install_source(config)
+        == "vnotes @ git+https://github.com/someone/fork@dev"
+    )
+    assert "git+https://github.com/someone/fork@dev" in tool.cell_source(
+        config
+    )
+    config.write_text("title: no repository\n")
+    with pytest.raises(ValueError, match="repository.url"):
+        tool.install_source(config)

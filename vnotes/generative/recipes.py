@@ -170,6 +170,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             channel_mults=(1, 2),
             attention_resolutions=(4,),
             timesteps=1000,
+            # chosen on the validation digits (development run, seed 0, 360 unconditional DDIM samples judged
+            # against the validation split): cosine Frechet distance 2.43, judge confidence 0.453; linear 3.11, 0.386
             schedule="cosine",
             cond_drop_prob=0.2,
             steps=1600,
