@@ -194,8 +194,7 @@ def test_status_page_lists_every_chapter_with_its_time(built):
 # Pages with exercises at their end (vnotes.exercises): how many numbered exercises each renders.
 EXERCISE_PAGES = {
     "chapters/01_optimization": 4,
-    # "chapters/02a_regularization": 3,  # KNOWN DEFECT (2026-12-03 build): clicking a 2a solution toggle does
-    # not show its code; excluded from this check until fixed (issue #21 note), not hidden
+    "chapters/02a_regularization": 3,
     "chapters/04a_attention": 5,
 }
 # The quiz question each page's test clicks, and its right answer: read from the page (a pattern whose
@@ -252,7 +251,9 @@ def test_exercises_solutions_and_quiz_work_offline(built, page):
         assert code.count() and not code.is_visible(), (
             f"{page}: a solution is missing its code or is shown unfolded"
         )
-        first.locator(".admonition-title").first.click()
+        # the toggle's own button: the title's middle can be its link back to the exercise (2a's short
+        # titles put it there), which scrolls instead of unfolding
+        first.locator("button.toggle-button").first.click()
         tab.wait_for_timeout(500)
         assert first.locator(".vnotes-solution pre").first.is_visible(), (
             f"{page}: clicking a solution's toggle does not show its code"
