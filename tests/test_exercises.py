@@ -534,42 +534,72 @@ def _notebook_code(stem):
     )
 
 
-def test_page_1_quiz_answers_are_computed_not_typed():
-    tree = ast.parse(_notebook_code("01_optimization"))
-    calls = [
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call)
-        and getattr(n.func, "attr", getattr(n.func, "id", ""))
-        == "optimization_quiz"
-    ]
-    assert len(calls) == 1, (
-        "page 1 builds its quiz with one optimization_quiz(...) call"
-    )
-    for kw in calls[0].keywords:
-        assert not isinstance(kw.value, ast.Constant), (
-            f"optimization_quiz({kw.arg}=...) is typed in; compute it from the page's numbers"
-        )
+# Each page with exercises: its stubs (each checked and with a folded solution), how many exercises its
+# markdown numbers, and the one call that builds its quiz.
+EXERCISE_PAGES = {
+    "01_optimization": (
+        ("adam_step", "warmup_cosine", "clip_grad_norm"),
+        4,
+        "optimization_quiz",
+    ),
+    "02a_regularization": (
+        ("inverted_dropout", "adamw_step"),
+        3,
+        "regularization_quiz",
+    ),
+    "04a_attention": (
+        (
+            "masked_attention",
+            "split_heads",
+            "causal_mask",
+            "sinusoidal_position_encoding",
+        ),
+        5,
+        "attention_quiz",
+    ),
+}
 
 
-def test_page_1_has_its_exercises_and_never_runs_a_solution():
-    nb = json.loads((ROOT / "chapters" / "01_optimization.ipynb").read_text())
-    code = _notebook_code("01_optimization")
+@pytest.mark.parametrize("stem", EXERCISE_PAGES)
+def test_page_has_its_exercises_and_never_runs_a_solution(stem):
+    stubs, n_exercises, _ = EXERCISE_PAGES[stem]
+    nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text())
+    code = _notebook_code(stem)
     markdown = "\n".join(
         "".join(c["source"])
         for c in nb["cells"]
         if c["cell_type"] == "markdown"
     )
-    for name in ("adam_step", "warmup_cosine", "clip_grad_norm"):
-        assert f"def {name}(" in code, f"page 1 has no stub for {name}"
+    for name in stubs:
+        assert f"def {name}(" in code, f"page {stem} has no stub for {name}"
         assert f"check_{name}({name})" in code
         assert f'show_solution("{name}")' in code
-    assert "raise NotImplementedError" in code
     assert "exercise_solutions" not in code, (
         "a page must not import the solutions"
     )
-    assert markdown.count("{exercise}") >= 4 and "{solution-start}" in markdown
+    assert (
+        markdown.count("{exercise}") >= n_exercises
+        and "{solution-start}" in markdown
+    )
     assert "prediction = None" in code and "compare_prediction(" in code
+
+
+@pytest.mark.parametrize("stem", EXERCISE_PAGES)
+def test_page_quiz_answers_are_computed_not_typed(stem):
+    quiz = EXERCISE_PAGES[stem][2]
+    calls = [
+        n
+        for n in ast.walk(ast.parse(_notebook_code(stem)))
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "attr", getattr(n.func, "id", "")) == quiz
+    ]
+    assert len(calls) == 1, (
+        f"page {stem} builds its quiz with one {quiz}(...) call"
+    )
+    for kw in calls[0].keywords:
+        assert not isinstance(kw.value, ast.Constant), (
+            f"{quiz}({kw.arg}=...) is typed in; compute it from the page's numbers"
+        )
 
 
 def test_attention_quiz_keys_follow_the_numbers_passed_in():
@@ -611,45 +641,6 @@ def test_attention_quiz_keys_follow_the_numbers_passed_in():
         assert _correct(quiz[3])[0]["answer"] == want_params
         assert _correct(quiz[4])[0]["answer"] == want_best
         json.dumps(quiz)
-
-
-def test_page_4a_has_its_exercises_and_computes_its_quiz():
-    stem = "04a_attention"
-    nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text())
-    code = _notebook_code(stem)
-    markdown = "\n".join(
-        "".join(c["source"])
-        for c in nb["cells"]
-        if c["cell_type"] == "markdown"
-    )
-    for name in (
-        "masked_attention",
-        "split_heads",
-        "causal_mask",
-        "sinusoidal_position_encoding",
-    ):
-        assert f"def {name}(" in code, f"page 4a has no stub for {name}"
-        assert f"check_{name}({name})" in code
-        assert f'show_solution("{name}")' in code
-    assert "exercise_solutions" not in code, (
-        "a page must not import the solutions"
-    )
-    assert markdown.count("{exercise}") >= 5 and "{solution-start}" in markdown
-    assert "prediction = None" in code and "compare_prediction(" in code
-    calls = [
-        n
-        for n in ast.walk(ast.parse(code))
-        if isinstance(n, ast.Call)
-        and getattr(n.func, "attr", getattr(n.func, "id", ""))
-        == "attention_quiz"
-    ]
-    assert len(calls) == 1, (
-        "page 4a builds its quiz with one attention_quiz(...) call"
-    )
-    for kw in calls[0].keywords:
-        assert not isinstance(kw.value, ast.Constant), (
-            f"attention_quiz({kw.arg}=...) is typed in; compute it from the page's numbers"
-        )
 
 
 def test_show_quiz_embeds_its_javascript_for_offline_pages(monkeypatch):
@@ -726,46 +717,6 @@ def test_regularization_quiz_keys_follow_the_numbers_passed_in():
             gap_leader="R-Drop",
             chosen_p=0.5,
         )
-
-
-def test_page_2a_quiz_answers_are_computed_not_typed():
-    tree = ast.parse(_notebook_code("02a_regularization"))
-    calls = [
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call)
-        and getattr(n.func, "attr", getattr(n.func, "id", ""))
-        == "regularization_quiz"
-    ]
-    assert len(calls) == 1, (
-        "page 2a builds its quiz with one regularization_quiz(...) call"
-    )
-    for kw in calls[0].keywords:
-        assert not isinstance(kw.value, ast.Constant), (
-            f"regularization_quiz({kw.arg}=...) is typed in; compute it from the page's numbers"
-        )
-
-
-def test_page_2a_has_its_exercises_and_never_runs_a_solution():
-    nb = json.loads(
-        (ROOT / "chapters" / "02a_regularization.ipynb").read_text()
-    )
-    code = _notebook_code("02a_regularization")
-    markdown = "\n".join(
-        "".join(c["source"])
-        for c in nb["cells"]
-        if c["cell_type"] == "markdown"
-    )
-    for name in ("inverted_dropout", "adamw_step"):
-        assert f"def {name}(" in code, f"page 2a has no stub for {name}"
-        assert f"check_{name}({name})" in code
-        assert f'show_solution("{name}")' in code
-    assert code.count("raise NotImplementedError") >= 2
-    assert "exercise_solutions" not in code, (
-        "a page must not import the solutions"
-    )
-    assert markdown.count("{exercise}") >= 3 and "{solution-start}" in markdown
-    assert "prediction = None" in code and "compare_prediction(" in code
 
 
 def test_dropout_check_accepts_pytorchs_and_the_books_dropout():

@@ -156,6 +156,74 @@ def _check(name: str, answer: Any, body: Callable[[], str]) -> CheckResult:
 
 
 # ============================================================================ chapter 1: optimization
+def _compare_with_torch_adam(
+    name: str,
+    step: Callable,
+    optimizer: type[torch.optim.Optimizer],
+    settings: tuple[dict[str, Any], ...],
+    seed: int,
+) -> None:
+    """Run ``step(param, grad, m, v, t, **setting)`` beside ``optimizer([param], **setting)`` for each
+    setting (``steps`` of them), comparing param, m and v after every step. Gradients are random, with one
+    coordinate that never receives a gradient and a whole-zero gradient at t = 3."""
+    g = torch.Generator().manual_seed(seed)
+    for setting in settings:
+        setting = dict(setting)
+        steps = setting.pop("steps")
+        start = torch.randn(3, 4, generator=g, dtype=torch.float64)
+        ref = start.clone().requires_grad_(True)
+        opt = optimizer([ref], **setting)
+        p, m, v = (
+            start.clone(),
+            torch.zeros_like(start),
+            torch.zeros_like(start),
+        )
+        for t in range(1, steps + 1):
+            grad = torch.randn(3, 4, generator=g, dtype=torch.float64)
+            grad[0, 0] = 0.0  # a coordinate that never receives a gradient
+            if t == 3:
+                grad.zero_()  # a step whose whole gradient is zero
+            ref.grad = grad.clone()
+            opt.step()
+            out = _run(
+                step,
+                p.clone(),
+                grad.clone(),
+                m.clone(),
+                v.clone(),
+                t,
+                **setting,
+            )
+            if not isinstance(out, (tuple, list)) or len(out) != 3:
+                length = (
+                    f" of length {len(out)}"
+                    if isinstance(out, (tuple, list))
+                    else ""
+                )
+                raise _Stop(
+                    f"{name} should return three tensors (param, m, v), got {type(out).__name__}{length}"
+                )
+            state = opt.state[ref]
+            shown = ", ".join(
+                f"{k}={setting[k]}"
+                for k in ("lr", "betas", "weight_decay")
+                if k in setting
+            )
+            when = f"after step t={t} ({shown}" + (
+                ", a zero gradient)" if t == 3 else ")"
+            )
+            _compare(
+                out[1], state["exp_avg"], f"m {when}", rtol=1e-6, atol=1e-12
+            )
+            _compare(
+                out[2], state["exp_avg_sq"], f"v {when}", rtol=1e-6, atol=1e-12
+            )
+            _compare(
+                out[0], ref.detach(), f"param {when}", rtol=1e-6, atol=1e-9
+            )
+            p, m, v = (_as_tensor(x, "", start).clone() for x in out)
+
+
 def check_adam_step(adam_step: Callable) -> CheckResult:
     """Check ``adam_step(param, grad, m, v, t, lr, betas, eps) -> (param, m, v)``, one Adam step with
     bias correction (Kingma & Ba, 2014), against ``torch.optim.Adam`` over several steps.
@@ -165,69 +233,13 @@ def check_adam_step(adam_step: Callable) -> CheckResult:
     """
 
     def body() -> str:
-        g = torch.Generator().manual_seed(1)
-        for lr, betas, eps, steps in (
-            (0.1, (0.9, 0.999), 1e-8, 6),
-            (0.03, (0.5, 0.8), 1e-4, 4),
-        ):
-            start = torch.randn(3, 4, generator=g, dtype=torch.float64)
-            ref = start.clone().requires_grad_(True)
-            opt = torch.optim.Adam([ref], lr=lr, betas=betas, eps=eps)
-            p, m, v = (
-                start.clone(),
-                torch.zeros_like(start),
-                torch.zeros_like(start),
-            )
-            for t in range(1, steps + 1):
-                grad = torch.randn(3, 4, generator=g, dtype=torch.float64)
-                grad[0, 0] = 0.0  # a coordinate that never receives a gradient
-                if t == 3:
-                    grad.zero_()  # a step whose whole gradient is zero
-                ref.grad = grad.clone()
-                opt.step()
-                out = _run(
-                    adam_step,
-                    p.clone(),
-                    grad.clone(),
-                    m.clone(),
-                    v.clone(),
-                    t,
-                    lr=lr,
-                    betas=betas,
-                    eps=eps,
-                )
-                if not isinstance(out, (tuple, list)) or len(out) != 3:
-                    raise _Stop(
-                        "adam_step should return three tensors (param, m, v), "
-                        f"got {type(out).__name__}"
-                        + (
-                            f" of length {len(out)}"
-                            if isinstance(out, (tuple, list))
-                            else ""
-                        )
-                    )
-                state = opt.state[ref]
-                when = f"after step t={t} (lr={lr}, betas={betas}" + (
-                    ", a zero gradient)" if t == 3 else ")"
-                )
-                _compare(
-                    out[1],
-                    state["exp_avg"],
-                    f"m {when}",
-                    rtol=1e-6,
-                    atol=1e-12,
-                )
-                _compare(
-                    out[2],
-                    state["exp_avg_sq"],
-                    f"v {when}",
-                    rtol=1e-6,
-                    atol=1e-12,
-                )
-                _compare(
-                    out[0], ref.detach(), f"param {when}", rtol=1e-6, atol=1e-9
-                )
-                p, m, v = (_as_tensor(x, "", start).clone() for x in out)
+        settings = (
+            dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, steps=6),
+            dict(lr=0.03, betas=(0.5, 0.8), eps=1e-4, steps=4),
+        )
+        _compare_with_torch_adam(
+            "adam_step", adam_step, torch.optim.Adam, settings, seed=1
+        )
         return "matches torch.optim.Adam over 10 steps in two settings, zero gradients included"
 
     return _check("adam_step", adam_step, body)
@@ -490,73 +502,24 @@ def check_adamw_step(adamw_step: Callable) -> CheckResult:
     """
 
     def body() -> str:
-        g = torch.Generator().manual_seed(5)
-        for lr, betas, eps, wd, steps in (
-            (0.1, (0.9, 0.999), 1e-8, 0.5, 6),
-            (0.03, (0.8, 0.99), 1e-6, 3.0, 4),
-            (0.05, (0.9, 0.999), 1e-8, 0.0, 3),
-        ):
-            start = torch.randn(3, 4, generator=g, dtype=torch.float64)
-            ref = start.clone().requires_grad_(True)
-            opt = torch.optim.AdamW(
-                [ref], lr=lr, betas=betas, eps=eps, weight_decay=wd
-            )
-            p, m, v = (
-                start.clone(),
-                torch.zeros_like(start),
-                torch.zeros_like(start),
-            )
-            for t in range(1, steps + 1):
-                grad = torch.randn(3, 4, generator=g, dtype=torch.float64)
-                grad[0, 0] = 0.0  # a coordinate that never receives a gradient
-                if t == 3:
-                    grad.zero_()  # a step whose whole gradient is zero
-                ref.grad = grad.clone()
-                opt.step()
-                out = _run(
-                    adamw_step,
-                    p.clone(),
-                    grad.clone(),
-                    m.clone(),
-                    v.clone(),
-                    t,
-                    lr=lr,
-                    betas=betas,
-                    eps=eps,
-                    weight_decay=wd,
-                )
-                if not isinstance(out, (tuple, list)) or len(out) != 3:
-                    raise _Stop(
-                        "adamw_step should return three tensors (param, m, v), "
-                        f"got {type(out).__name__}"
-                        + (
-                            f" of length {len(out)}"
-                            if isinstance(out, (tuple, list))
-                            else ""
-                        )
-                    )
-                state = opt.state[ref]
-                when = f"after step t={t} (lr={lr}, weight_decay={wd}" + (
-                    ", a zero gradient)" if t == 3 else ")"
-                )
-                _compare(
-                    out[1],
-                    state["exp_avg"],
-                    f"m {when}",
-                    rtol=1e-6,
-                    atol=1e-12,
-                )
-                _compare(
-                    out[2],
-                    state["exp_avg_sq"],
-                    f"v {when}",
-                    rtol=1e-6,
-                    atol=1e-12,
-                )
-                _compare(
-                    out[0], ref.detach(), f"param {when}", rtol=1e-6, atol=1e-9
-                )
-                p, m, v = (_as_tensor(x, "", start).clone() for x in out)
+        settings = (
+            dict(
+                lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.5, steps=6
+            ),
+            dict(
+                lr=0.03, betas=(0.8, 0.99), eps=1e-6, weight_decay=3.0, steps=4
+            ),
+            dict(
+                lr=0.05,
+                betas=(0.9, 0.999),
+                eps=1e-8,
+                weight_decay=0.0,
+                steps=3,
+            ),
+        )
+        _compare_with_torch_adam(
+            "adamw_step", adamw_step, torch.optim.AdamW, settings, seed=5
+        )
         return "matches torch.optim.AdamW over 13 steps in three settings, zero gradients and no decay included"
 
     return _check("adamw_step", adamw_step, body)

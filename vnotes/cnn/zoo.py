@@ -1188,25 +1188,18 @@ class MiniatureComparison:
 
     def show_cam(self, family: str) -> None:
         """One family's Grad-CAM (``family`` is its display name) on the first four test images."""
-        import matplotlib.pyplot as plt
-
-        from ..plot import overlay_heatmap
-        from .cam import grad_cam
-
-        images = self.test[0][:4]
-        m, lg = grad_cam(self._result(family)["model"], images)
-        fig, axes = plt.subplots(1, 4, figsize=(9, 2.6), layout="constrained")
-        for i, ax in enumerate(axes):
-            overlay_heatmap(
-                images[i].clamp(0, 1),
-                m[i],
-                ax=ax,
-                title=f"{family}: {self.class_names[int(lg[i].argmax())]}",
-            )
-        plt.show()
+        self._cam_rows([self._result(family)], n=4, figsize=(9, 2.6))
 
     def show_cam_grid(self, n: int = 4) -> None:
         """Every family's Grad-CAM (a row each) on the same first ``n`` test images."""
+        self._cam_rows(
+            self.results, n=n, figsize=(7.5 * n / 4, 1.9 * len(self.results))
+        )
+
+    def _cam_rows(
+        self, results: list[dict], n: int, figsize: tuple[float, float]
+    ) -> None:
+        """Grad-CAM overlays, a row per result, each titled with its family and predicted class."""
         import matplotlib.pyplot as plt
 
         from ..plot import overlay_heatmap
@@ -1214,13 +1207,13 @@ class MiniatureComparison:
 
         images = self.test[0][:n]
         fig, axes = plt.subplots(
-            len(self.results),
+            len(results),
             n,
-            figsize=(7.5 * n / 4, 1.9 * len(self.results)),
+            figsize=figsize,
             layout="constrained",
             squeeze=False,
         )
-        for row, r in zip(axes, self.results):
+        for row, r in zip(axes, results):
             m, lg = grad_cam(r["model"], images)
             for i, ax in enumerate(row):
                 overlay_heatmap(
