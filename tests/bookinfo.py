@@ -51,13 +51,47 @@ def chapter_notebooks() -> list[Path]:
 
 
 def thresholds(notebook: str) -> dict:
-    """Parsed ``tests/thresholds/<notebook>.toml``: {scale: {metric: "op value"}, "page": {...}}."""
+    """Parsed ``tests/thresholds/<notebook>.toml``: {scale: {metric: "op value"}, "page": {...}}.
+
+    A scale's section may start from another's rules: ``inherit = "default"`` takes every rule of
+    [default], ``drop = ["metric", ...]`` leaves the named ones out (each must be there to drop), and
+    the section's own rules are added or replace the inherited ones (``[full]`` does this: default's
+    claims carried to the larger run, as predictions until a `full` run records metrics).
+    """
     path = THRESHOLDS / f"{notebook}.toml"
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: every chapter notebook states its metric thresholds there"
         )
-    return tomllib.loads(path.read_text())
+    return resolve_inheritance(
+        tomllib.loads(path.read_text()), where=path.name
+    )
+
+
+def resolve_inheritance(sections: dict, where: str = "thresholds") -> dict:
+    """Expand ``inherit`` / ``drop`` in each scale section (see :func:`thresholds`)."""
+    out = dict(sections)
+    for scale, rules in sections.items():
+        if scale == "page" or "inherit" not in rules:
+            if "drop" in rules:
+                raise RuleError(f"{where} [{scale}]: drop without inherit")
+            continue
+        rules = dict(rules)
+        base_name, drop = rules.pop("inherit"), rules.pop("drop", [])
+        base = sections.get(base_name)
+        if base is None or base_name in ("page", scale) or "inherit" in base:
+            raise RuleError(
+                f"{where} [{scale}]: inherit = {base_name!r} names no scale section without its own inherit"
+            )
+        unknown = sorted(set(drop) - set(base))
+        if unknown:
+            raise RuleError(
+                f"{where} [{scale}]: drop names rules [{base_name}] does not have: {unknown}"
+            )
+        merged = {k: v for k, v in base.items() if k not in drop}
+        merged.update(rules)
+        out[scale] = merged
+    return out
 
 
 class RuleError(ValueError):

@@ -119,3 +119,30 @@ def test_a_list_of_rules_must_all_hold():
         as_rules(0.5)
     with pytest.raises(RuleError, match="not a rule"):
         as_rules([])
+
+
+def test_a_section_inherits_another_and_drops_or_replaces_rules():
+    from bookinfo import resolve_inheritance
+
+    sections = {
+        "default": {"a": ">= 0.5", "b": "<= 0.2", "c": ">= a + 0.1"},
+        "full": {
+            "inherit": "default",
+            "drop": ["b"],
+            "a": ">= 0.7",
+            "d": "<= 1",
+        },
+    }
+    full = resolve_inheritance(sections)["full"]
+    assert full == {"a": ">= 0.7", "c": ">= a + 0.1", "d": "<= 1"}
+    with pytest.raises(RuleError, match="does not have"):
+        resolve_inheritance(
+            {
+                "default": {"a": ">= 1"},
+                "full": {"inherit": "default", "drop": ["zz"]},
+            }
+        )
+    with pytest.raises(RuleError, match="names no scale"):
+        resolve_inheritance({"full": {"inherit": "default"}})
+    with pytest.raises(RuleError, match="drop without inherit"):
+        resolve_inheritance({"full": {"drop": ["a"]}})
