@@ -1,5 +1,6 @@
 """Chapter 6: the generative models' formulas, each checked against a reference or a closed form."""
 
+import copy
 import math
 
 import numpy as np
@@ -446,6 +447,33 @@ def test_dcgan_shapes_init_and_alternating_updates():
     assert 0 <= logs["D(x)"].item() <= 1 and logs["d_loss"].item() > 0
     with pytest.raises(ValueError, match="image_size"):
         dcgan(image_size=20)
+
+
+def test_gan_samples_with_batch_statistics_and_leaves_the_model_unchanged():
+    # DCGAN's reference code samples with the generator in training mode: batch norm uses the batch's statistics
+    torch.manual_seed(0)
+    gan = dcgan(z_dim=8, channels=1, image_size=16, g_width=8, d_width=8)
+    gan.generator.net[1].running_mean.fill_(
+        3.0
+    )  # running averages far from any batch's
+    gan.eval()
+    before = [b.clone() for b in gan.generator.buffers()]
+    z = torch.randn(6, 8)
+    x = gan.sample(6, z=z)
+    reference = copy.deepcopy(gan.generator).train()
+    with torch.no_grad():
+        assert torch.allclose(x, reference(z))
+        assert not torch.allclose(x, gan.generator(z))  # eval mode differs
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, gan.generator.buffers())
+    )
+    assert not gan.generator.training  # mode restored
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(
+        gan.sample(5, g), gan.sample(5, torch.Generator().manual_seed(1))
+    )
+    with pytest.raises(ValueError, match="z has shape"):
+        gan.sample(4, z=torch.randn(3, 8))
 
 
 def test_pairwise_diversity():

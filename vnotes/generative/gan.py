@@ -113,17 +113,30 @@ class GAN(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        z: Tensor | None = None,
     ) -> Tensor:
-        """Images [n, C, S, S] in [-1, 1] from z ~ N(0, I), with the generator in eval mode."""
-        was = self.generator.training
-        self.generator.eval()
+        """Images [n, C, S, S] in [-1, 1] from z ~ N(0, I) (or the given ``z`` [n, z_dim]), drawn as DCGAN's
+        reference code draws them: the generator in training mode, so batch norm normalises each layer with the
+        statistics of the batch being drawn, as in every step the discriminator judged, not with running averages.
+
+        The running averages that forward pass updates are put back: sampling leaves the model as it was.
+        """
         device = next(self.parameters()).device
-        x = self.generator(
-            torch.randn(n, self.generator.z_dim, generator=generator).to(
-                device
+        if z is None:
+            z = torch.randn(n, self.generator.z_dim, generator=generator)
+        if z.shape != (n, self.generator.z_dim):
+            raise ValueError(
+                f"z has shape {tuple(z.shape)}; expected ({n}, {self.generator.z_dim})"
             )
-        )
+        was = self.generator.training
+        running = [b.clone() for b in self.generator.buffers()]
+        self.generator.train()
+        x = self.generator(z.to(device))  # [n, C, S, S]
+        for b, saved in zip(self.generator.buffers(), running):
+            b.copy_(saved)
         self.generator.train(was)
         return x
 
