@@ -146,3 +146,14 @@ def test_a_section_inherits_another_and_drops_or_replaces_rules():
         resolve_inheritance({"full": {"inherit": "default"}})
     with pytest.raises(RuleError, match="drop without inherit"):
         resolve_inheritance({"full": {"drop": ["a"]}})
+
+
+def test_every_page_states_its_full_predictions():
+    """#20: every page has [full] rules (predictions until a `full` run records metrics), inheriting [default]
+    unless it lists its own."""
+    missing = [
+        p.name
+        for p in sorted(THRESHOLDS.glob("*.toml"))
+        if not thresholds(p.stem).get("full")
+    ]
+    assert not missing, f"no [full] rules in: {missing}"
