@@ -629,3 +629,23 @@ def test_dry_run_samplers_call_the_model_on_few_steps_but_keep_every_asked_step(
     calls.clear()
     d.sample(Counting(), (2, 1, 2, 2))
     assert len(calls) == 50  # a real run: every step
+
+
+def test_training_budget_counts_the_steps_training_runs():
+    """The budget a table states for each model equals what its recipe's training actually runs (smoke)."""
+    from vnotes.generative import recipes
+
+    data = recipes.digits()
+    n = len(data["train"].images)
+    for name in ("ae", "vae", "vqvae", "gan", "ddpm"):
+        budget = recipes.training_budget(name, "smoke", n)
+        model = recipes.build(name, "smoke")
+        history = recipes.train(
+            name, model, data, "smoke", device="cpu", progress=False
+        )
+        if name == "vqvae":
+            history, prior_history = history
+            assert len(prior_history.step["loss"]) <= budget["prior_steps"]
+        assert len(history.step["loss"]) == budget["steps"], name
+    with pytest.raises(ValueError, match="unknown"):
+        recipes.training_budget("vit", "smoke", n)

@@ -326,6 +326,71 @@ def table_markdown(
     return "\n".join(lines)
 
 
+BUDGET_KEYS = ("training steps", "images seen")
+
+
+def budget_columns(
+    *,
+    steps: int,
+    batch_size: int | None = None,
+    images_seen: int | None = None,
+    parameters: int | None = None,
+) -> dict[str, int]:
+    """The columns that state one row's training budget in a side-by-side table: optimizer steps, training
+    images seen (given, or steps x batch size; each augmented view of an image counts once) and, if given,
+    parameters. Spread them into a row (``dict(model=..., **budget_columns(...), accuracy=...)``), then call
+    :func:`mark_budgets` on the rows."""
+    if images_seen is None:
+        if batch_size is None or batch_size < 1:
+            raise ValueError(
+                f"batch_size={batch_size!r} must be >= 1 (or give images_seen)"
+            )
+        images_seen = steps * batch_size
+    if steps < 0 or images_seen < 0:
+        raise ValueError(
+            f"steps={steps!r} and images_seen={images_seen!r} must be >= 0"
+        )
+    out = {"training steps": int(steps), "images seen": int(images_seen)}
+    if parameters is not None:
+        out["parameters"] = int(parameters)
+    return out
+
+
+def mark_budgets(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = BUDGET_KEYS
+) -> list[dict]:
+    """Copies of ``rows`` with a column ``equal budget``: "yes" for the rows whose ``keys`` (steps and images
+    seen) equal the table's most common budget, else how they differ (e.g. "no: 2.5x the steps"). Rows without
+    the keys (a reference row such as the real data) get no mark. Parameters are left out of the comparison:
+    they are what a table of architectures compares."""
+    budgets = [
+        tuple(r[k] for k in keys) if all(k in r for k in keys) else None
+        for r in rows
+    ]
+    present = [b for b in budgets if b is not None]
+    if not present:
+        raise ValueError(f"no row has the budget columns {list(keys)}")
+    common = max(set(present), key=present.count)
+    out = []
+    for r, b in zip(rows, budgets):
+        row = dict(r)
+        if b is None:
+            pass  # a reference row: left blank
+        elif b == common:
+            row["equal budget"] = "yes"
+        else:
+            parts = [
+                f"{v / c:.3g}x the {k.split()[-1] if k == 'training steps' else k}"
+                if c
+                else f"{v:,} {k}"
+                for k, v, c in zip(keys, b, common)
+                if v != c
+            ]
+            row["equal budget"] = "no: " + ", ".join(parts)
+        out.append(row)
+    return out
+
+
 def show_table(
     rows: Sequence[Mapping[str, Any]],
     *,

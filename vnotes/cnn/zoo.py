@@ -638,6 +638,8 @@ def train_miniature(
         * measure_latency(model, size, repeats=latency_repeats),
         "train_seconds": seconds,
         "precision": precision,
+        "steps": total_steps,
+        "batch_size": batch_size,
     }
 
 
@@ -873,25 +875,32 @@ class MiniatureComparison:
 
     # ---------------------------------------------------------------- accuracy, size, latency
     def show_results(self) -> None:
-        """The table of test accuracy, size, multiply-adds, latency and training time, most accurate first."""
-        from ..plot import show_table
+        """The table of test accuracy, training budget, size, multiply-adds, latency and training time, most
+        accurate first; each row's budget (steps, images seen) is marked equal or not to the table's."""
+        from ..plot import budget_columns, mark_budgets, show_table
         from .profile import latency_clock
 
         show_table(
-            [
-                {
-                    "family": r["label"],
-                    "test accuracy": r["test_accuracy"],
-                    "parameters": r["params"],
-                    "multiply-adds (M)": r["macs"] / 1e6,
-                    "CPU latency (ms/image)": r["latency_ms"],
-                    "training time (s)": r["train_seconds"],
-                    "precision": r["precision"],
-                }
-                for r in sorted(
-                    self.results, key=lambda r: -r["test_accuracy"]
-                )
-            ],
+            mark_budgets(
+                [
+                    {
+                        "family": r["label"],
+                        "test accuracy": r["test_accuracy"],
+                        **budget_columns(
+                            steps=r["steps"],
+                            batch_size=r["batch_size"],
+                            parameters=r["params"],
+                        ),
+                        "multiply-adds (M)": r["macs"] / 1e6,
+                        "CPU latency (ms/image)": r["latency_ms"],
+                        "training time (s)": r["train_seconds"],
+                        "precision": r["precision"],
+                    }
+                    for r in sorted(
+                        self.results, key=lambda r: -r["test_accuracy"]
+                    )
+                ]
+            ),
             floatfmt=".3f",
         )
         print(

@@ -770,6 +770,37 @@ def train(
     return fn(model, data, **cfg)
 
 
+def training_budget(name: str, scale: str, n_train: int) -> dict[str, int]:
+    """What the recipe of model ``name`` spends in training on ``n_train`` images: optimizer steps,
+    batch size and images seen (partial last batches counted as they are), as :func:`train` runs it.
+
+    The VQ-VAE's numbers are its first stage (the autoencoder on images); its prior then trains on the code
+    sequences for at most ``prior_steps`` steps, early-stopped. A GAN step updates both players once.
+    """
+    cfg = recipe(name, scale)
+    batch = cfg["batch_size"]
+    full_batches, rest = divmod(n_train, batch)
+    if name == "gan":  # drop_last
+        per_epoch, images_per_epoch = full_batches, full_batches * batch
+        epochs = cfg["epochs"]
+    elif name == "ddpm":  # drop_last, whole epochs nearest the recipe's steps
+        per_epoch, images_per_epoch = full_batches, full_batches * batch
+        epochs = max(1, round(cfg["steps"] / per_epoch))
+    elif name in ("judge", "ae", "vae", "vqvae"):
+        per_epoch, images_per_epoch = full_batches + (rest > 0), n_train
+        epochs = cfg["epochs"]
+    else:
+        raise ValueError(f"name={name!r} is unknown; allowed: {MODELS}")
+    out = {
+        "steps": epochs * per_epoch,
+        "batch_size": batch,
+        "images_seen": epochs * images_per_epoch,
+    }
+    if name == "vqvae":
+        out["prior_steps"] = cfg["prior_epochs"] * per_epoch
+    return out
+
+
 def cache_name(name: str, scale: str) -> str:
     """The cache key of model ``name`` at ``scale``: its settings (the key adds the package's source digest)."""
     return cache_key(f"06_{name}", scale=scale, **recipe(name, scale))
