@@ -808,6 +808,12 @@ def test_chapter_ranking_reads_recorded_metrics_and_computes_gains(
         0.2
     )
     assert rows[0]["method"] == "SimCLR" and ("MoCo", "ResNet") not in by_name
+    # every method's row states its budget; random floors have none
+    simclr = by_name[("SimCLR", "ResNet")]
+    assert simclr["training steps"] == 3 * (8192 // 128)  # 3 epochs of 64 batches at default
+    assert simclr["images seen"] == 3 * 8192
+    assert by_name[("MAE", "ViT")]["equal budget"].startswith("no: ")
+    assert "training steps" not in by_name[("random init", "ResNet")]
 
 
 def test_mean_fill_baseline_is_zero_for_flat_images_and_matches_a_direct_count():
@@ -1064,3 +1070,21 @@ def test_pretrain_options_are_checked_and_monitors_run_every_epoch():
         3.0,
     ]  # before training, then after each epoch
     assert all(m is seen[0] for m in seen)
+
+
+def test_pretrain_budget_counts_the_steps_pretraining_runs():
+    """The budget the ranking states for a method equals the steps its training really runs."""
+    from vnotes.ssl import experiments as ex
+
+    data = ex.load_ssl_data(200, 16, 16, n_val=16)
+    for name in ("simclr", "byol"):
+        _, history = ex.pretrain(name, data, "smoke")
+        budget = ex.pretrain_budget(name, "smoke", n_images=200)
+        assert len(history.step["loss"]) == budget["steps"] > 0, name
+        assert budget["images_seen"] == budget["steps"] * budget["batch_size"]
+    _, history = ex.train_supervised(data, "smoke")
+    assert len(history.step["loss"]) == ex.pretrain_budget(
+        "supervised", "smoke", n_images=200
+    )["steps"]
+    with pytest.raises(ValueError, match="unknown"):
+        ex.pretrain_budget("simsiam", "default")

@@ -361,7 +361,8 @@ def mark_budgets(
 ) -> list[dict]:
     """Copies of ``rows`` with a column ``equal budget``: "yes" for the rows whose ``keys`` (steps and images
     seen) equal the table's most common budget, else how they differ (e.g. "no: 2.5x the steps"). Rows without
-    the keys (a reference row such as the real data) get no mark. Parameters are left out of the comparison:
+    the keys (a reference row such as the real data) get no mark; when budgets tie for most common, the first
+    row's wins. Parameters are left out of the comparison:
     they are what a table of architectures compares."""
     budgets = [
         tuple(r[k] for k in keys) if all(k in r for k in keys) else None
@@ -370,7 +371,9 @@ def mark_budgets(
     present = [b for b in budgets if b is not None]
     if not present:
         raise ValueError(f"no row has the budget columns {list(keys)}")
-    common = max(set(present), key=present.count)
+    common = max(
+        present, key=present.count
+    )  # ties: the first such row in the table
     out = []
     for r, b in zip(rows, budgets):
         row = dict(r)

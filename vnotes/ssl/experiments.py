@@ -539,6 +539,30 @@ def pretrain(
     return model, history
 
 
+def pretrain_budget(
+    name: str, scale: str, n_images: int | None = None
+) -> dict[str, int]:
+    """Optimizer steps, batch size and images seen (each image once per step, however many views it gives)
+    of :func:`pretrain` (or :func:`train_supervised` for ``supervised`` / ``supervised_vit``) for method
+    ``name`` at ``scale`` with its :data:`METHOD_SETTINGS`, on ``n_images`` images (the chapter's
+    ``n_pretrain`` by default)."""
+    if name not in METHOD_SETTINGS:
+        raise ValueError(
+            f"method={name!r} is unknown; allowed: {sorted(METHOD_SETTINGS)}"
+        )
+    scale = resolve_scale(scale)
+    cfg = METHOD_SETTINGS[name]
+    n = chapter_settings(scale)["n_pretrain"] if n_images is None else n_images
+    batch = min(cfg.get("batch_size", 128), n)
+    epochs = (
+        cfg["epochs"][scale]
+        if isinstance(cfg["epochs"], dict)
+        else int(cfg["epochs"])
+    )
+    steps = epochs * (n // batch)
+    return {"steps": steps, "batch_size": batch, "images_seen": steps * batch}
+
+
 def pretrained_cache_key(name: str, scale: str, seed: int = 0) -> str:
     """The cache file name of method ``name`` pre-trained by :func:`pretrain` at ``scale`` (a hash of every setting)."""
     if name not in METHOD_SETTINGS or name.startswith("supervised"):
@@ -887,6 +911,7 @@ def chapter_ranking(
     """
     import json
 
+    from ..plot import budget_columns, mark_budgets
     from ..record import metrics_dir
 
     scale = resolve_scale(scale)
@@ -922,12 +947,16 @@ def chapter_ranking(
         base = lookup(base_page, prefix)
         if found is None:
             continue
+        budget = pretrain_budget(key, scale)
         row = {
             "method": label,
             "encoder": "ResNet" if family == "resnet" else "ViT",
             "objects": _OBJECTS[family],
             "linear probe": found[0],
             "k-NN": found[1],
+            **budget_columns(
+                steps=budget["steps"], images_seen=budget["images_seen"]
+            ),
         }
         if base is not None:
             row["probe gain over random"] = found[0] - base[0]
@@ -952,7 +981,7 @@ def chapter_ranking(
                 "random floor from": ", ".join(pages),
             }
         )
-    return sorted(rows, key=lambda r: -r["linear probe"])
+    return mark_budgets(sorted(rows, key=lambda r: -r["linear probe"]))
 
 
 def _book_settings(name: str, scale: str = "default") -> dict[str, str]:
