@@ -104,7 +104,9 @@ def _minutes(pair: list[float]) -> str:
     return f"{low:.0f}-{high:.0f}" if high >= 10 else f"{low:.1f}-{high:.1f}"
 
 
-def report(rows: list[dict], pages_without: list[str]) -> str:
+def report(
+    rows: list[dict], pages_without: list[str], not_run: list[str] = ()
+) -> str:
     lines = [
         "# What `full` would cost on a GPU (predicted)",
         "",
@@ -136,6 +138,11 @@ def report(rows: list[dict], pages_without: list[str]) -> str:
         f"Pages whose pessimistic T4 figure exceeds 20 minutes: {', '.join(long) or 'none'}.",
         "",
     ]
+    if not_run:
+        lines += [
+            f"**Not dry-run yet** (no figures above): {', '.join(not_run)}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -155,13 +162,26 @@ def main() -> int:
         and p.stem not in with_costs
         and not p.stem.endswith(".curves")
     )
+    sys.path.insert(0, str(ROOT / "tests"))
+    from bookinfo import chapter_notebooks
+
+    not_run = [
+        nb.stem
+        for nb in chapter_notebooks()
+        if not (DRY / f"{nb.stem}.json").exists()
+    ]
     OUT_JSON.write_text(
         json.dumps(
-            {"pages": rows, "without_training": pages_without}, indent=1
+            {
+                "pages": rows,
+                "without_training": pages_without,
+                "not_dry_run": not_run,
+            },
+            indent=1,
         )
         + "\n"
     )
-    OUT_MD.write_text(report(rows, pages_without))
+    OUT_MD.write_text(report(rows, pages_without, not_run))
     print(
         f"wrote {OUT_MD.relative_to(ROOT)} ({len(rows)} pages with training)"
     )
