@@ -195,6 +195,10 @@ def test_status_page_lists_every_chapter_with_its_time(built):
 EXERCISE_PAGES = {
     "chapters/01_optimization": 4,
     "chapters/02a_regularization": 3,
+    "chapters/03a_convolution": 3,
+    "chapters/03b_cnn_families": 4,
+    "chapters/03c_classic_cnns": 2,
+    "chapters/03d_lightweight_cnns": 3,
     "chapters/04a_attention": 5,
 }
 # The quiz question each page's test clicks, and its right answer: read from the page (a pattern whose
@@ -206,6 +210,20 @@ QUIZ_CLICKS = {
         re.compile(r"Chosen on validation: (\w[\w+]*)"),
     ),
     "chapters/02a_regularization": ("switched on during", "training only"),
+    "chapters/03a_convolution": (
+        "equivariant to a shift of the input by one pixel",
+        "no: a shift that is not a multiple of the stride changes the output",
+    ),
+    # fixed by the layer widths (58% saved), not by a run
+    "chapters/03b_cnn_families": ("1×1 reductions save", "about 50%"),
+    "chapters/03c_classic_cnns": (
+        "on the Pareto front of accuracy against latency when",
+        "no other miniature is both at least as fast and at least as accurate",
+    ),
+    "chapters/03d_lightweight_cnns": (
+        "on the Pareto front of accuracy against latency when",
+        "no other miniature is both at least as fast and at least as accurate",
+    ),
     # every model of 4a.4 has width d, so the same parameters whatever its heads (the page prints them)
     "chapters/04a_attention": (
         "Compared with the 1-head model",
