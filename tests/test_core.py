@@ -589,7 +589,11 @@ def test_budget_columns_and_marks_name_the_rows_that_differ():
     from vnotes.plot import budget_columns, mark_budgets
 
     b = budget_columns(steps=100, batch_size=64, parameters=1234)
-    assert b == {"training steps": 100, "images seen": 6400, "parameters": 1234}
+    assert b == {
+        "training steps": 100,
+        "images seen": 6400,
+        "parameters": 1234,
+    }
     rows = [
         {"model": "real data"},
         {"model": "a", **budget_columns(steps=100, batch_size=64)},
@@ -599,7 +603,10 @@ def test_budget_columns_and_marks_name_the_rows_that_differ():
     marked = mark_budgets(rows)
     assert "equal budget" not in marked[0]
     assert [r["equal budget"] for r in marked[1:3]] == ["yes", "yes"]
-    assert marked[3]["equal budget"] == "no: 2.5x the steps, 1.25x the images seen"
+    assert (
+        marked[3]["equal budget"]
+        == "no: 2.5x the steps, 1.25x the images seen"
+    )
     assert "equal budget" not in rows[1], "the rows passed in are not changed"
     with pytest.raises(ValueError, match="batch_size=0"):
         budget_columns(steps=1, batch_size=0)

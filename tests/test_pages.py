@@ -195,11 +195,15 @@ def test_status_page_lists_every_chapter_with_its_time(built):
 EXERCISE_PAGES = {
     "chapters/01_optimization": 4,
     "chapters/02a_regularization": 3,
+    "chapters/02b_regularization": 3,
     "chapters/03a_convolution": 3,
     "chapters/03b_cnn_families": 4,
     "chapters/03c_classic_cnns": 2,
     "chapters/03d_lightweight_cnns": 3,
+    "chapters/04_recurrent": 3,
     "chapters/04a_attention": 5,
+    "chapters/04b_language": 2,
+    "chapters/04c_vit": 2,
 }
 # The quiz question each page's test clicks, and its right answer: read from the page (a pattern whose
 # group 1 is the answer, e.g. the optimizer page 1 chose on validation: the key is computed, so it follows
@@ -210,6 +214,10 @@ QUIZ_CLICKS = {
         re.compile(r"Chosen on validation: (\w[\w+]*)"),
     ),
     "chapters/02a_regularization": ("switched on during", "training only"),
+    "chapters/02b_regularization": (
+        "In evaluation mode, batch norm",
+        "the running averages kept during training",
+    ),
     "chapters/03a_convolution": (
         "equivariant to a shift of the input by one pixel",
         "no: a shift that is not a multiple of the stride changes the output",
@@ -223,6 +231,15 @@ QUIZ_CLICKS = {
     "chapters/03d_lightweight_cnns": (
         "on the Pareto front of accuracy against latency when",
         "no other miniature is both at least as fast and at least as accurate",
+    ),
+    "chapters/04_recurrent": (
+        "which gate scales the gradient",
+        "the forget gate",
+    ),
+    "chapters/04b_language": ("BERT's masking", "80% of the time"),
+    "chapters/04c_vit": (
+        "The patch embedding, a linear map",
+        "a convolution whose kernel and stride both equal the patch side",
     ),
     # every model of 4a.4 has width d, so the same parameters whatever its heads (the page prints them)
     "chapters/04a_attention": (

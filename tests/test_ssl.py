@@ -810,7 +810,9 @@ def test_chapter_ranking_reads_recorded_metrics_and_computes_gains(
     assert rows[0]["method"] == "SimCLR" and ("MoCo", "ResNet") not in by_name
     # every method's row states its budget; random floors have none
     simclr = by_name[("SimCLR", "ResNet")]
-    assert simclr["training steps"] == 3 * (8192 // 128)  # 3 epochs of 64 batches at default
+    assert simclr["training steps"] == 3 * (
+        8192 // 128
+    )  # 3 epochs of 64 batches at default
     assert simclr["images seen"] == 3 * 8192
     assert by_name[("MAE", "ViT")]["equal budget"].startswith("no: ")
     assert "training steps" not in by_name[("random init", "ResNet")]
@@ -1083,8 +1085,9 @@ def test_pretrain_budget_counts_the_steps_pretraining_runs():
         assert len(history.step["loss"]) == budget["steps"] > 0, name
         assert budget["images_seen"] == budget["steps"] * budget["batch_size"]
     _, history = ex.train_supervised(data, "smoke")
-    assert len(history.step["loss"]) == ex.pretrain_budget(
-        "supervised", "smoke", n_images=200
-    )["steps"]
+    assert (
+        len(history.step["loss"])
+        == ex.pretrain_budget("supervised", "smoke", n_images=200)["steps"]
+    )
     with pytest.raises(ValueError, match="unknown"):
         ex.pretrain_budget("simsiam", "default")

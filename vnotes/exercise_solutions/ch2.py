@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["inverted_dropout", "adamw_step"]
+__all__ = ["inverted_dropout", "adamw_step", "batchnorm2d", "ensemble_average"]
 
 
 def inverted_dropout(x, p, training=True):
@@ -50,3 +50,48 @@ def adamw_step(
     v_hat = v / (1 - b2**t)
     param = param - lr * m_hat / (v_hat.sqrt() + eps)
     return param, m, v
+
+
+def batchnorm2d(
+    x,
+    running_mean,
+    running_var,
+    gamma,
+    beta,
+    training=True,
+    momentum=0.1,
+    eps=1e-5,
+):
+    """Batch normalisation of [B, C, H, W] maps (Ioffe & Szegedy, 2015),
+    returning (y, running_mean, running_var) as nn.BatchNorm2d updates them.
+
+    Chapter 2b; the book's version is ``vnotes.regularization.BatchNorm2d``.
+    """
+    shape = (1, -1, 1, 1)  # one value per channel, broadcast over B, H, W
+    if training:
+        dims = (0, 2, 3)  # every axis but the channels
+        n = x.numel() // x.shape[1]  # values per channel, B*H*W
+        mean = x.mean(dim=dims)
+        var = x.var(dim=dims, unbiased=False)  # biased: what normalises
+        # running_var stores the unbiased estimate, n/(n-1) times larger
+        unbiased = var * n / max(n - 1, 1)
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var = (1 - momentum) * running_var + momentum * unbiased
+    else:
+        mean, var = (
+            running_mean,
+            running_var,
+        )  # no batch statistics at test time
+    x_hat = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps)
+    y = gamma.reshape(shape) * x_hat + beta.reshape(shape)  # scale, shift
+    return y, running_mean, running_var
+
+
+def ensemble_average(logits):
+    """[M, N, K] members' logits -> [N, K]: the mean of the members'
+    probabilities (Breiman, 1996; Lakshminarayanan et al., 2017).
+
+    Chapter 2b; the book's version is ``vnotes.regularization.ensemble_probs``.
+    """
+    probs = torch.softmax(logits, dim=-1)  # each member's distribution over K
+    return probs.mean(dim=0)  # average over the members, not over the logits

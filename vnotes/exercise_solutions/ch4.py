@@ -11,6 +11,10 @@ __all__ = [
     "split_heads",
     "causal_mask",
     "sinusoidal_position_encoding",
+    "lstm_cell_step",
+    "gru_cell_step",
+    "kv_cache_attention",
+    "patchify",
 ]
 
 
@@ -69,3 +73,65 @@ def sinusoidal_position_encoding(length, dim):
     pe[:, 0::2] = torch.sin(position * omega)  # even dimensions
     pe[:, 1::2] = torch.cos(position * omega)  # odd dimensions
     return pe
+
+
+def lstm_cell_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """One LSTM step (Hochreiter & Schmidhuber, 1997; forget gate: Gers et
+    al., 2000), gates stacked as PyTorch stacks them: i, f, g, o.
+
+    Chapter 4; the book's version is ``vnotes.recurrent.lstm_cell``.
+    """
+    gates = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh  # [B, 4H]
+    i, f, g, o = gates.chunk(4, dim=-1)  # four blocks of H columns
+    i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+    g = torch.tanh(g)  # the candidate, in (-1, 1)
+    c_new = f * c + i * g  # keep part of the old cell, add part of the new
+    h_new = o * torch.tanh(c_new)  # what the cell shows
+    return h_new, c_new
+
+
+def gru_cell_step(x, h, w_ih, w_hh, b_ih, b_hh):
+    """One GRU step (Cho et al., 2014) as PyTorch computes it: gates r, z, n,
+    the reset gate applied to W_hn h + b_hn.
+
+    Chapter 4; the book's version is ``vnotes.recurrent.gru_cell``.
+    """
+    x_r, x_z, x_n = (x @ w_ih.T + b_ih).chunk(3, dim=-1)  # input's share
+    h_r, h_z, h_n = (h @ w_hh.T + b_hh).chunk(3, dim=-1)  # state's share
+    r = torch.sigmoid(x_r + h_r)  # reset gate
+    z = torch.sigmoid(x_z + h_z)  # update gate
+    n = torch.tanh(x_n + r * h_n)  # candidate
+    return (1 - z) * n + z * h  # z near 1 keeps the old state
+
+
+def kv_cache_attention(q, k_new, v_new, k_cache, v_cache):
+    """One decoding step with a KV cache: append the new keys and values,
+    then let the L new queries (the last L positions) attend causally.
+
+    Chapter 4b; the book's version is ``vnotes.transformer.KVCache`` inside
+    ``MultiHeadAttention``.
+    """
+    k_cache = torch.cat([k_cache, k_new], dim=-2)  # [B, H, S, d_k], in order
+    v_cache = torch.cat([v_cache, v_new], dim=-2)
+    L, S = q.shape[-2], k_cache.shape[-2]
+    scores = q @ k_cache.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    # query i is position S - L + i: it sees keys j <= i + S - L (bottom-right)
+    i = torch.arange(L)[:, None]
+    j = torch.arange(S)[None, :]
+    scores = scores.masked_fill(j > i + S - L, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v_cache, k_cache, v_cache
+
+
+def patchify(images, patch_size):
+    """[B, C, H, W] -> [B, N, P*P*C]: P x P patches row by row over the grid,
+    each flattened row by row with a pixel's channels side by side
+    (Dosovitskiy et al., 2020).
+
+    Chapter 4c; the book's version is ``vnotes.transformer.PatchEmbedding``.
+    """
+    B, C, H, W = images.shape
+    P = patch_size
+    gh, gw = H // P, W // P  # the grid of patches
+    x = images.reshape(B, C, gh, P, gw, P)  # split each axis: (grid, within)
+    x = x.permute(0, 2, 4, 3, 5, 1)  # [B, gh, gw, P, P, C]
+    return x.reshape(B, gh * gw, P * P * C)  # one row per patch

@@ -19,7 +19,14 @@ from .core import (
     _Stop,
 )
 
-__all__ = ["check_inverted_dropout", "check_adamw_step", "regularization_quiz"]
+__all__ = [
+    "check_inverted_dropout",
+    "check_adamw_step",
+    "regularization_quiz",
+    "check_batchnorm2d",
+    "check_ensemble_average",
+    "regularization2_quiz",
+]
 
 
 def check_inverted_dropout(inverted_dropout: Callable) -> CheckResult:
@@ -246,5 +253,279 @@ def regularization_quiz(
             ["training only", "evaluation only", "training and evaluation"],
             "training only",
             "Right: at test time inverted dropout is the identity, the full network.",
+        ),
+    ]
+
+
+# ============================================================================ page 2b: normalisation, ensembles
+def check_batchnorm2d(batchnorm2d: Callable) -> CheckResult:
+    """Check ``batchnorm2d(x, running_mean, running_var, gamma, beta, training, momentum, eps)
+    -> (y, running_mean, running_var)``, batch normalisation of ``[B, C, H, W]`` feature maps (Ioffe
+    & Szegedy, 2015), against ``nn.BatchNorm2d`` with the same ``gamma`` (its weight), ``beta``,
+    ``momentum`` and ``eps``.
+
+    Several training batches in a row (the running statistics returned by one call are passed to the
+    next), then evaluation mode on a batch whose statistics differ from the running ones. Cases: two
+    momenta, channels with different means and scales, a batch of one image, 1×1 feature maps.
+    """
+
+    def body() -> str:
+        g = torch.Generator().manual_seed(22)
+        runs = (
+            ("momentum 0.1", 0.1, 1e-5, [(8, 3, 5, 5)] * 3),
+            ("momentum 0.5", 0.5, 1e-3, [(4, 2, 3, 4), (1, 2, 6, 6)]),
+            ("1x1 feature maps", 0.2, 1e-5, [(6, 4, 1, 1), (3, 4, 1, 1)]),
+        )
+        for label, momentum, eps, shapes in runs:
+            C = shapes[0][1]
+            ref = torch.nn.BatchNorm2d(
+                C, eps=eps, momentum=momentum, dtype=torch.float64
+            )
+            with torch.no_grad():
+                ref.weight.copy_(
+                    torch.rand(C, generator=g, dtype=torch.float64) + 0.5
+                )
+                ref.bias.copy_(
+                    torch.randn(C, generator=g, dtype=torch.float64)
+                )
+            gamma, beta = (
+                ref.weight.detach().clone(),
+                ref.bias.detach().clone(),
+            )
+            mean = torch.zeros(C, dtype=torch.float64)
+            var = torch.ones(C, dtype=torch.float64)
+            shift = (
+                torch.randn(1, C, 1, 1, generator=g, dtype=torch.float64) * 3
+            )
+            scale = (
+                torch.rand(1, C, 1, 1, generator=g, dtype=torch.float64) * 4
+                + 0.5
+            )
+            for step, shape in enumerate(shapes, 1):
+                x = (
+                    torch.randn(*shape, generator=g, dtype=torch.float64)
+                    * scale
+                    + shift
+                )
+                with torch.no_grad():
+                    want = ref.train()(x)
+                got = _run(
+                    batchnorm2d,
+                    x.clone(),
+                    mean.clone(),
+                    var.clone(),
+                    gamma.clone(),
+                    beta.clone(),
+                    True,
+                    momentum,
+                    eps,
+                )
+                y, mean, var = _triple(got)
+                where = f"training batch {step}, {label}"
+                _compare(
+                    y, want, f"the output ({where})", rtol=1e-6, atol=1e-9
+                )
+                _compare(
+                    mean,
+                    ref.running_mean,
+                    f"running_mean after {where}",
+                    rtol=1e-6,
+                    atol=1e-9,
+                )
+                _compare(
+                    var,
+                    ref.running_var,
+                    f"running_var after {where}",
+                    rtol=1e-6,
+                    atol=1e-9,
+                )
+                mean, var = (
+                    _as_tensor(mean, "running_mean", x),
+                    _as_tensor(var, "running_var", x),
+                )
+            x = (
+                torch.randn(
+                    2, *shapes[0][1:], generator=g, dtype=torch.float64
+                )
+                * 2
+                - 1
+            )
+            with torch.no_grad():
+                want = ref.eval()(x)
+            got = _run(
+                batchnorm2d,
+                x.clone(),
+                mean.clone(),
+                var.clone(),
+                gamma.clone(),
+                beta.clone(),
+                False,
+                momentum,
+                eps,
+            )
+            y, mean_after, var_after = _triple(got)
+            where = f"evaluation mode, {label}"
+            _compare(y, want, f"the output ({where})", rtol=1e-6, atol=1e-9)
+            _compare(
+                mean_after,
+                mean,
+                f"running_mean after {where} (it must not change)",
+                rtol=0,
+                atol=0,
+            )
+            _compare(
+                var_after,
+                var,
+                f"running_var after {where} (it must not change)",
+                rtol=0,
+                atol=0,
+            )
+        return (
+            "matches nn.BatchNorm2d: outputs and running statistics over seven training batches, "
+            "and evaluation mode, in three settings"
+        )
+
+    return _check("batchnorm2d", batchnorm2d, body)
+
+
+def _triple(got) -> tuple:
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        raise _Stop(
+            f"batchnorm2d returned a {type(got).__name__}; expected three tensors "
+            "(y, running_mean, running_var)"
+        )
+    return tuple(got)
+
+
+def check_ensemble_average(ensemble_average: Callable) -> CheckResult:
+    """Check ``ensemble_average(logits) -> probs``: ``logits`` ``[M, N, K]`` holds M members' logits
+    for N examples and K classes; the ensemble's prediction ``[N, K]`` is the mean of the members'
+    predicted probabilities (Breiman, 1996; Lakshminarayanan et al., 2017), as
+    ``vnotes.regularization.ensemble_probs`` computes it.
+
+    Cases: members of different confidence, one member, one example, two classes, logits in the
+    near 1000 (where a softmax written with a bare ``exp`` overflows).
+    """
+
+    def body() -> str:
+        g = torch.Generator().manual_seed(23)
+        cases = [
+            (
+                "5 members of different confidence",
+                torch.randn(5, 7, 10, generator=g, dtype=torch.float64)
+                * torch.tensor(
+                    [0.3, 1.0, 3.0, 6.0, 10.0], dtype=torch.float64
+                )[:, None, None],
+            ),
+            (
+                "one member",
+                torch.randn(1, 4, 3, generator=g, dtype=torch.float64) * 2,
+            ),
+            (
+                "one example, two classes",
+                torch.randn(3, 1, 2, generator=g, dtype=torch.float64) * 4,
+            ),
+            (
+                "logits near 1000",
+                torch.randn(4, 5, 6, generator=g, dtype=torch.float64) * 30
+                + 1000,
+            ),
+        ]
+        for label, logits in cases:
+            want = torch.softmax(logits, dim=-1).mean(dim=0)
+            got = _run(ensemble_average, logits.clone())
+            got = _as_tensor(got, f"the prediction ({label})", want)
+            if (
+                tuple(got.shape) == tuple(want.shape)
+                and torch.isfinite(got).all()
+            ):
+                sums = got.sum(dim=-1)
+                if not torch.allclose(sums, torch.ones_like(sums), atol=1e-6):
+                    i = int((sums - 1).abs().argmax())
+                    raise _Stop(
+                        f"the prediction ({label}): row {i} sums to {sums[i].item():.4g}, "
+                        "not 1; each row is a distribution over the classes"
+                    )
+            _compare(
+                got, want, f"the prediction ({label})", rtol=1e-6, atol=1e-9
+            )
+        return "matches the mean of the members' probabilities on four cases, one member and huge logits included"
+
+    return _check("ensemble_average", ensemble_average, body)
+
+
+def regularization2_quiz(
+    *,
+    n_train: int,
+    folds: int,
+    members: int,
+    ensemble_accuracy: float,
+    mean_member_accuracy: float,
+    validation_accuracy: Mapping[str, float],
+) -> list[dict]:
+    """The quiz of chapter 2b (``02b_regularization``), built from the numbers the page used and
+    measured.
+
+    ``n_train``: training images; ``folds``: k of section 5's cross-validation; ``members``,
+    ``ensemble_accuracy``, ``mean_member_accuracy``: section 6's seed ensemble and its mean member
+    (test accuracy); ``validation_accuracy``: section 7's mean validation accuracy by remedy.
+    """
+    if n_train < 1 or folds < 2:
+        raise ValueError(
+            f"n_train={n_train}, folds={folds}: need n_train >= 1 and folds >= 2"
+        )
+    distinct = 1 - (1 - 1 / n_train) ** n_train
+    if ensemble_accuracy > mean_member_accuracy:
+        verdict = "higher than its mean member's"
+    elif ensemble_accuracy < mean_member_accuracy:
+        verdict = "lower than its mean member's"
+    else:
+        verdict = "equal to its mean member's"
+    ranked = sorted(
+        validation_accuracy, key=validation_accuracy.get, reverse=True
+    )
+    top = ranked[0]
+    shown = sorted(ranked[:4])
+    return [
+        _choice(
+            "In evaluation mode, batch norm standardises each channel with …",
+            [
+                "the running averages kept during training",
+                "the mean and variance of the current batch",
+                "the mean and variance of the whole test set",
+            ],
+            "the running averages kept during training",
+            "Right: one test image has no batch, and its output must not depend on the others.",
+        ),
+        _number(
+            f"Section 5 splits the {n_train} training images into {folds} folds. On how many images "
+            "is each fold's model measured?",
+            n_train // folds,
+            f"Right: ${n_train}/{folds} = {n_train // folds}$; it trains on the other "
+            f"{n_train - n_train // folds}.",
+        ),
+        _number(
+            f"A bootstrap sample draws {n_train} times with replacement from the {n_train} training "
+            "images. What share of the images does it contain, in expectation (a fraction, 2 digits)?",
+            round(distinct, 3),
+            f"Right: $1 - (1 - 1/n)^n = {distinct:.3f}$ for $n = {n_train}$, close to $1 - 1/e$.",
+            precision=2,
+        ),
+        _choice(
+            f"Section 6: the test accuracy of the {members}-seed ensemble was …",
+            [
+                "higher than its mean member's",
+                "equal to its mean member's",
+                "lower than its mean member's",
+            ],
+            verdict,
+            f"Right: {ensemble_accuracy:.3f} for the ensemble, {mean_member_accuracy:.3f} for its "
+            "mean member.",
+        ),
+        _choice(
+            "Section 7 chose one remedy on validation accuracy. Which?",
+            shown,
+            top,
+            f"Right: {top}, validation accuracy {validation_accuracy[top]:.3f}.",
         ),
     ]
