@@ -403,7 +403,19 @@ EXERCISES = {
 }
 
 
-@pytest.mark.parametrize("name", EXERCISES)
+# Every chapter's exercises (its test file holds the plausible mistakes and the checks' own tests): the
+# contract below -- solution passes, stub says "not yet", mistakes fail in one line, nothing raises -- is
+# tested once here for all of them.
+import test_exercises_ch3 as _ch3  # noqa: E402
+import test_exercises_ch24 as _ch24  # noqa: E402
+
+CHAPTER_EXERCISES = {**EXERCISES, **_ch3.EXERCISES, **_ch24.EXERCISES}
+assert len(CHAPTER_EXERCISES) == len(EXERCISES) + len(_ch3.EXERCISES) + len(
+    _ch24.EXERCISES
+), "two chapters name an exercise alike"
+
+
+@pytest.mark.parametrize("name", CHAPTER_EXERCISES)
 def test_reference_solution_passes(name):
     check = getattr(ex, f"check_{name}")
     assert check(getattr(sol, name)).passed, check(getattr(sol, name)).message
@@ -415,7 +427,7 @@ def test_reference_solution_passes(name):
     )
 
 
-@pytest.mark.parametrize("name", EXERCISES)
+@pytest.mark.parametrize("name", CHAPTER_EXERCISES)
 def test_untouched_stub_says_not_yet(name):
     result = getattr(ex, f"check_{name}")(_stub)
     assert not result.passed
@@ -429,7 +441,7 @@ def test_untouched_stub_says_not_yet(name):
 
 @pytest.mark.parametrize(
     "name, mistake",
-    [(name, m) for name, ms in EXERCISES.items() for m in ms],
+    [(name, m) for name, ms in CHAPTER_EXERCISES.items() for m in ms],
     ids=lambda x: getattr(x, "__name__", x),
 )
 def test_plausible_mistake_fails_with_one_line(name, mistake):
@@ -445,7 +457,7 @@ def test_a_crashing_or_wrong_answer_never_raises():
     def crash(*a, **k):
         raise RuntimeError("shape mismatch\nsecond line")
 
-    for name in EXERCISES:
+    for name in CHAPTER_EXERCISES:
         check = getattr(ex, f"check_{name}")
         for answer in (crash, lambda *a, **k: "nonsense", 42, None):
             result = check(answer)
@@ -558,6 +570,8 @@ EXERCISE_PAGES = {
         "attention_quiz",
     ),
 }
+EXERCISE_PAGES.update(_ch3.EXERCISE_PAGES)
+EXERCISE_PAGES.update(_ch24.EXERCISE_PAGES)
 
 
 @pytest.mark.parametrize("stem", EXERCISE_PAGES)

