@@ -612,3 +612,39 @@ def test_budget_columns_and_marks_name_the_rows_that_differ():
         budget_columns(steps=1, batch_size=0)
     with pytest.raises(ValueError, match="no row has the budget columns"):
         mark_budgets([{"model": "x"}])
+
+
+def test_show_table_marks_rows_that_state_a_budget(monkeypatch):
+    import IPython.display
+
+    from vnotes.plot import budget_columns, show_table
+
+    shown = []
+    monkeypatch.setattr(
+        IPython.display, "display", lambda obj: shown.append(obj.data)
+    )
+    show_table(
+        [
+            {"model": "a", **budget_columns(steps=10, batch_size=4)},
+            {"model": "b", **budget_columns(steps=20, batch_size=4)},
+            {"model": "c", **budget_columns(steps=10, batch_size=4)},
+        ]
+    )
+    assert "| equal budget |" in shown[0] and "no: 2x the steps" in shown[0]
+    show_table([{"model": "a", "accuracy": 0.5}])  # no budget: no mark
+    assert "equal budget" not in shown[1]
+
+
+def test_regularization_summary_states_the_mean_budget_over_seeds():
+    from vnotes.regularization import RunResult, summarize
+    from vnotes.train import History
+
+    def run(steps, epochs):
+        h = History()
+        h.log_steps(loss=[1.0] * steps)
+        for _ in range(epochs):
+            h.log_epoch(train_loss=1.0, val_loss=1.0)
+        return RunResult(None, 0, None, h, 1.0, 0.9, 0.9, 0.3, n_train=100)
+
+    row = summarize([run(30, 3), run(50, 5)], name="x")
+    assert row["training steps"] == 40 and row["images seen"] == 400

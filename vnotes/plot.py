@@ -401,7 +401,13 @@ def show_table(
     title: str | None = None,
 ) -> None:
     """Display a list of dicts as a table (rendered as HTML in the book); returns nothing, so a cell that
-    ends with it shows the table once. :func:`table_markdown` gives the Markdown text."""
+    ends with it shows the table once. :func:`table_markdown` gives the Markdown text. Rows that state a
+    training budget (:func:`budget_columns`) are marked equal or not by :func:`mark_budgets`."""
+    budgeted = [r for r in rows if all(k in r for k in BUDGET_KEYS)]
+    if len(budgeted) > 1 and not any("equal budget" in r for r in rows):
+        rows = mark_budgets(
+            rows
+        )  # rows that state a budget say whether it is the table's common one
     md = table_markdown(rows, floatfmt=floatfmt, title=title)
     try:
         from IPython.display import Markdown, display

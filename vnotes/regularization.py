@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorLoader, load_digits
+from .plot import budget_columns
 from .runtime import pick_device, seed_everything
 
 if TYPE_CHECKING:
@@ -916,7 +917,8 @@ def summarize(
     baseline: Sequence[RunResult] | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
-    """One table row: test accuracy and gap as mean ± std over seeds, and the change against ``baseline``."""
+    """One table row: test accuracy and gap as mean ± std over seeds, the change against ``baseline``, and the
+    training budget (steps and images seen, mean over seeds; :func:`vnotes.plot.show_table` marks unequal ones)."""
     acc, acc_sd = mean_std([r.test_acc for r in runs])
     gap, gap_sd = mean_std([r.gap for r in runs])
     loss, loss_sd = mean_std([r.test_loss for r in runs])
@@ -932,6 +934,23 @@ def summarize(
         base_gap, _ = mean_std([r.gap for r in baseline])
         row["Δ accuracy"] = f"{acc - base_acc:+.3f}"
         row["Δ gap"] = f"{gap - base_gap:+.3f}"
+    if all(
+        r.n_train for r in runs
+    ):  # the budget, mean over seeds (early stopping may end runs sooner)
+        row.update(
+            budget_columns(
+                steps=round(
+                    statistics.mean(
+                        len(r.history.step.get("loss", [])) for r in runs
+                    )
+                ),
+                images_seen=round(
+                    statistics.mean(
+                        r.history.epochs_run * r.n_train for r in runs
+                    )
+                ),
+            )
+        )
     return row
 
 
