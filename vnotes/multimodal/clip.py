@@ -275,6 +275,27 @@ def clip_step(
     return loss, {"temperature": 1.0 / model.scale().detach()}
 
 
+def clip_step_duplicates_positive(
+    model: CLIP, batch: tuple[Tensor, ...]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """:func:`clip_step` with identical captions in a batch counted as positives of each other's images
+    (the ablation of page 7a): the same token sequence, word for word."""
+    images, ids = batch[0], batch[1]
+    same = (ids[:, None, :] == ids[None, :, :]).all(
+        -1
+    )  # [B, B], True on the diagonal
+    loss = itc_loss(
+        model.encode_image(images),
+        model.encode_text(ids),
+        model.scale(),
+        positives=same,
+    )
+    return loss, {
+        "temperature": 1.0 / model.scale().detach(),
+        "duplicate_share": (same.sum(1) > 1).float().mean(),
+    }
+
+
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def embed_all(

@@ -69,10 +69,14 @@ def itc_loss(
     image_emb: torch.Tensor,
     text_emb: torch.Tensor,
     logit_scale: torch.Tensor | float,
+    positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CLIP's symmetric InfoNCE loss over a batch of L2-normalised pairs (Radford et al., 2021).
 
-    ``logit_scale`` is exp(t), the inverse temperature; pair ``i`` is the only positive of row ``i``.
+    ``logit_scale`` is exp(t), the inverse temperature; pair ``i`` is the only positive of row ``i``, unless
+    ``positives`` (``[B, B]`` boolean, True on the diagonal) names more: then each row's target spreads evenly
+    over its positives, so a batch's identical captions are not pushed apart as negatives (the soft targets
+    ALBEF and BLIP use for the same reason).
     """
     if image_emb.shape != text_emb.shape:
         raise ValueError(
@@ -80,7 +84,22 @@ def itc_loss(
         )
     # s_ij = exp(t) * <v_i, w_j>                                      [B, B]
     logits = logit_scale * image_emb @ text_emb.T
-    return contrastive_loss(logits)
+    if positives is None:
+        return contrastive_loss(logits)
+    B = logits.shape[0]
+    if positives.shape != (B, B) or not bool(positives.diagonal().all()):
+        raise ValueError(
+            f"positives must be a [B, B] = [{B}, {B}] boolean mask with a True diagonal, "
+            f"got shape {tuple(positives.shape)}"
+        )
+    p = positives.float()
+    # y_ij = 1[j positive for i] / #positives of i, for images (rows) and for texts (columns) alike
+    return contrastive_loss(
+        logits,
+        logits.T,
+        p / p.sum(1, keepdim=True),
+        p.T / p.T.sum(1, keepdim=True),
+    )
 
 
 def distill_targets(

@@ -17,7 +17,13 @@ from ..data import TensorLoader, Vocabulary
 from ..runtime import seed_everything
 from ..scales import resolve_scale
 from ..train import History, fit
-from .clip import CLIP, build_clip, clip_retrieval_eval, clip_step
+from .clip import (
+    CLIP,
+    build_clip,
+    clip_retrieval_eval,
+    clip_step,
+    clip_step_duplicates_positive,
+)
 from .data import (
     CAPTION_TEMPLATES,
     ImageTextPairs,
@@ -87,10 +93,12 @@ def train_clip(
     seed: int = 0,
     val_pairs: ImageTextPairs | None = None,
     progress: bool | None = None,
+    duplicates_positive: bool = False,
 ) -> History:
     """Train ``model`` on seen-combination pairs with the settings of ``scale`` (AdamW, one-cycle schedule).
 
-    With ``val_pairs``, retrieval recall on them is logged after every epoch.
+    With ``val_pairs``, retrieval recall on them is logged after every epoch. ``duplicates_positive``
+    counts a batch's identical captions as positives (:func:`clip_step_duplicates_positive`; 7a's ablation).
     """
     cfg = clip_settings(scale)
     seed_everything(seed)
@@ -127,7 +135,9 @@ def train_clip(
         loader,
         optimizer=opt,
         epochs=cfg["epochs"],
-        step_fn=clip_step,
+        step_fn=clip_step_duplicates_positive
+        if duplicates_positive
+        else clip_step,
         scheduler=sched,
         val_loader=val_loader,
         eval_fn=clip_retrieval_eval if val_loader is not None else None,
