@@ -408,10 +408,17 @@ EXERCISES = {
 # tested once here for all of them.
 import test_exercises_ch3 as _ch3  # noqa: E402
 import test_exercises_ch24 as _ch24  # noqa: E402
+import test_exercises_ch4_vision as _ch4v  # noqa: E402
 
-CHAPTER_EXERCISES = {**EXERCISES, **_ch3.EXERCISES, **_ch24.EXERCISES}
-assert len(CHAPTER_EXERCISES) == len(EXERCISES) + len(_ch3.EXERCISES) + len(
-    _ch24.EXERCISES
+CHAPTER_EXERCISES = {
+    **EXERCISES,
+    **_ch3.EXERCISES,
+    **_ch24.EXERCISES,
+    **_ch4v.EXERCISES,
+}
+assert len(CHAPTER_EXERCISES) == sum(
+    len(m)
+    for m in (EXERCISES, _ch3.EXERCISES, _ch24.EXERCISES, _ch4v.EXERCISES)
 ), "two chapters name an exercise alike"
 
 
@@ -572,6 +579,7 @@ EXERCISE_PAGES = {
 }
 EXERCISE_PAGES.update(_ch3.EXERCISE_PAGES)
 EXERCISE_PAGES.update(_ch24.EXERCISE_PAGES)
+EXERCISE_PAGES.update(_ch4v.EXERCISE_PAGES)
 
 
 @pytest.mark.parametrize("stem", EXERCISE_PAGES)

@@ -204,6 +204,9 @@ EXERCISE_PAGES = {
     "chapters/04a_attention": 5,
     "chapters/04b_language": 2,
     "chapters/04c_vit": 2,
+    "chapters/04d_swin_mixer": 3,
+    "chapters/04e_deformable": 3,
+    "chapters/04f_inductive_bias": 3,
 }
 # The quiz question each page's test clicks, and its right answer: read from the page (a pattern whose
 # group 1 is the answer, e.g. the optimizer page 1 chose on validation: the key is computed, so it follows
@@ -240,6 +243,18 @@ QUIZ_CLICKS = {
     "chapters/04c_vit": (
         "The patch embedding, a linear map",
         "a convolution whose kernel and stride both equal the patch side",
+    ),
+    "chapters/04d_swin_mixer": (
+        "two tokens of the same window may attend",
+        "they were neighbours in the image before the roll",
+    ),
+    "chapters/04e_deformable": (
+        "get its sampling offsets from",
+        "a linear layer applied to the query's own features",
+    ),
+    "chapters/04f_inductive_bias": (
+        "moves the ViT's patch embeddings",
+        "by one token, unchanged otherwise",
     ),
     # every model of 4a.4 has width d, so the same parameters whatever its heads (the page prints them)
     "chapters/04a_attention": (
