@@ -807,3 +807,17 @@ def test_unclip_prior_learns_the_clean_embedding_and_keeps_the_best_candidate():
     assert torch.allclose(k4.norm(dim=-1), torch.ones(3), atol=1e-5)
     with pytest.raises(ValueError, match="embed_dim=32"):
         DALLE2(clip, VOCAB, embed_dim=32)
+
+
+def test_dalle2_recipes_give_every_scale_the_same_settings_and_a_decoder_guidance_grid_with_no_guidance():
+    from vnotes.multimodal.dalle2 import DALLE2_TRAINING
+
+    keys = set(DALLE2_TRAINING["default"])
+    assert all(set(cfg) == keys for cfg in DALLE2_TRAINING.values())
+    for cfg in DALLE2_TRAINING.values():  # w = 0 (no guidance) is always among the candidates chosen on validation
+        assert (
+            0.0 in cfg["decoder_guidance_grid"] and 0.0 in cfg["guidance_grid"]
+        )
+        assert list(cfg["decoder_guidance_grid"]) == sorted(
+            cfg["decoder_guidance_grid"]
+        )

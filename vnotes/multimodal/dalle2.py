@@ -47,6 +47,7 @@ DALLE2_TRAINING: dict[str, dict] = {
         timesteps=100,
         sample_steps=5,
         guidance_grid=(0.0, 1.0),
+        decoder_guidance_grid=(0.0, 1.0),
         n_redraw=12,
         judge_epochs=1,
         n_judge=512,
@@ -67,6 +68,10 @@ DALLE2_TRAINING: dict[str, dict] = {
         timesteps=1000,
         sample_steps=25,
         guidance_grid=(0.0, 2.0, 4.0, 6.0),
+        # the decoder's guidance reaches further: on 216 validation redraws from true z_i the judge agreed with
+        # 0.38 of them at w = 6, 0.47 at 10, 0.51 at 13, 0.52 at 16 and 0.51 at 20 (50 sampler steps instead
+        # of 25: 0.53 at 16, within noise; scale-shift conditioning of the ResBlocks: 0.40 at best, dropped)
+        decoder_guidance_grid=(0.0, 5.0, 10.0, 15.0, 20.0),
         n_redraw=72,
         judge_epochs=4,
         n_judge=6000,
@@ -84,6 +89,7 @@ DALLE2_TRAINING: dict[str, dict] = {
         timesteps=1000,
         sample_steps=100,
         guidance_grid=(0.0, 1.0, 2.0, 4.0, 6.0),
+        decoder_guidance_grid=(0.0, 2.0, 5.0, 10.0, 15.0),
         n_redraw=360,
         judge_epochs=20,
         n_judge=20000,
