@@ -603,10 +603,7 @@ def test_budget_columns_and_marks_name_the_rows_that_differ():
     marked = mark_budgets(rows)
     assert "equal budget" not in marked[0]
     assert [r["equal budget"] for r in marked[1:3]] == ["yes", "yes"]
-    assert (
-        marked[3]["equal budget"]
-        == "no: 2.5x the steps, 1.25x the images seen"
-    )
+    assert marked[3]["equal budget"] == "no: 2.5× steps, 1.2× images"
     assert "equal budget" not in rows[1], "the rows passed in are not changed"
     with pytest.raises(ValueError, match="batch_size=0"):
         budget_columns(steps=1, batch_size=0)
@@ -630,7 +627,7 @@ def test_show_table_marks_rows_that_state_a_budget(monkeypatch):
             {"model": "c", **budget_columns(steps=10, batch_size=4)},
         ]
     )
-    assert "| equal budget |" in shown[0] and "no: 2x the steps" in shown[0]
+    assert "| equal budget |" in shown[0] and "no: 2× steps" in shown[0]
     show_table([{"model": "a", "accuracy": 0.5}])  # no budget: no mark
     assert "equal budget" not in shown[1]
 

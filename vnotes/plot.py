@@ -327,6 +327,10 @@ def table_markdown(
 
 
 BUDGET_KEYS = ("training steps", "images seen")
+SHORT = {
+    "training steps": "steps",
+    "images seen": "images",
+}  # in the marks, kept short: tables are wide
 
 
 def budget_columns(
@@ -360,7 +364,7 @@ def mark_budgets(
     rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = BUDGET_KEYS
 ) -> list[dict]:
     """Copies of ``rows`` with a column ``equal budget``: "yes" for the rows whose ``keys`` (steps and images
-    seen) equal the table's most common budget, else how they differ (e.g. "no: 2.5x the steps"). Rows without
+    seen) equal the table's most common budget, else how they differ (e.g. "no: 2.5× steps"). Rows without
     the keys (a reference row such as the real data) get no mark; when budgets tie for most common, the first
     row's wins. Parameters are left out of the comparison:
     they are what a table of architectures compares."""
@@ -383,9 +387,7 @@ def mark_budgets(
             row["equal budget"] = "yes"
         else:
             parts = [
-                f"{v / c:.3g}x the {k.split()[-1] if k == 'training steps' else k}"
-                if c
-                else f"{v:,} {k}"
+                f"{v / c:.2g}× {SHORT.get(k, k)}" if c else f"{v:,} {k}"
                 for k, v, c in zip(keys, b, common)
                 if v != c
             ]
