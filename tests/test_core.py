@@ -202,6 +202,49 @@ def test_cache_key_changes_with_the_code_and_torch(tmp_path, monkeypatch):
     )
 
 
+def test_exercise_packages_are_model_free_and_outside_the_model_key(
+    tmp_path, monkeypatch
+):
+    """Editing an exercise never retrains a shared model: no model code imports the exercise packages, so
+    the model cache key leaves them out (the book build's page key keeps them: pages show them)."""
+    import ast
+    import shutil
+
+    from vnotes import checkpoint
+
+    for path in checkpoint.PACKAGE_DIR.rglob("*.py"):
+        relative = path.relative_to(checkpoint.PACKAGE_DIR)
+        if relative.parts[0] in checkpoint.MODEL_FREE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                assert not any(
+                    part in checkpoint.MODEL_FREE for part in name.split(".")
+                ), (
+                    f"{relative} imports {name}: model code must not depend on the exercises"
+                )
+    copy = tmp_path / "vnotes"
+    shutil.copytree(
+        checkpoint.PACKAGE_DIR,
+        copy,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    monkeypatch.setattr(checkpoint, "PACKAGE_DIR", copy)
+    before, whole = cache_key("clip", width=2), checkpoint.code_digest(skip=())
+    (copy / "exercises" / "ch9.py").write_text("__all__ = []\n")
+    assert cache_key("clip", width=2) == before
+    assert checkpoint.code_digest(skip=()) != whole, (
+        "the page key still sees the change"
+    )
+
+
 def test_tensor_loader():
     x = torch.arange(10).float()
     loader = TensorLoader(x, x * 2, batch_size=4, shuffle=True, seed=1)

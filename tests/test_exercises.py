@@ -403,23 +403,21 @@ EXERCISES = {
 }
 
 
-# Every chapter's exercises (its test file holds the plausible mistakes and the checks' own tests): the
-# contract below -- solution passes, stub says "not yet", mistakes fail in one line, nothing raises -- is
-# tested once here for all of them.
-import test_exercises_ch3 as _ch3  # noqa: E402
-import test_exercises_ch24 as _ch24  # noqa: E402
-import test_exercises_ch4_vision as _ch4v  # noqa: E402
+# Every chapter's exercises (its test file, tests/test_exercises_ch*.py, holds the plausible mistakes and the
+# checks' own tests, and names its pages in EXERCISE_PAGES): the contract below -- solution passes, stub says
+# "not yet", mistakes fail in one line, nothing raises -- is tested once here for all of them. A new chapter's
+# test file is found by its name.
+import importlib  # noqa: E402
 
-CHAPTER_EXERCISES = {
-    **EXERCISES,
-    **_ch3.EXERCISES,
-    **_ch24.EXERCISES,
-    **_ch4v.EXERCISES,
-}
-assert len(CHAPTER_EXERCISES) == sum(
-    len(m)
-    for m in (EXERCISES, _ch3.EXERCISES, _ch24.EXERCISES, _ch4v.EXERCISES)
-), "two chapters name an exercise alike"
+_CHAPTER_TESTS = [
+    importlib.import_module(p.stem)
+    for p in sorted(Path(__file__).parent.glob("test_exercises_ch*.py"))
+]
+CHAPTER_EXERCISES = dict(EXERCISES)
+for _module in _CHAPTER_TESTS:
+    _clash = set(CHAPTER_EXERCISES) & set(_module.EXERCISES)
+    assert not _clash, f"{_module.__name__} names an exercise twice: {_clash}"
+    CHAPTER_EXERCISES.update(_module.EXERCISES)
 
 
 @pytest.mark.parametrize("name", CHAPTER_EXERCISES)
@@ -577,9 +575,8 @@ EXERCISE_PAGES = {
         "attention_quiz",
     ),
 }
-EXERCISE_PAGES.update(_ch3.EXERCISE_PAGES)
-EXERCISE_PAGES.update(_ch24.EXERCISE_PAGES)
-EXERCISE_PAGES.update(_ch4v.EXERCISE_PAGES)
+for _module in _CHAPTER_TESTS:
+    EXERCISE_PAGES.update(_module.EXERCISE_PAGES)
 
 
 @pytest.mark.parametrize("stem", EXERCISE_PAGES)

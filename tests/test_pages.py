@@ -6,6 +6,7 @@ by the site's own MathJax, and each chapter
 page shows at least the figures its thresholds file promises (``[page] min_figures``).
 """
 
+import importlib
 import re
 import shutil
 import subprocess
@@ -262,6 +263,14 @@ QUIZ_CLICKS = {
         "the same number",
     ),
 }
+# Chapters whose exercise tests (tests/test_exercises_ch*.py) name the quiz question to click (QUIZ_CLICKS,
+# by page stem) bring their pages here themselves, with the exercise count of their EXERCISE_PAGES.
+for _path in sorted(Path(__file__).parent.glob("test_exercises_ch*.py")):
+    _module = importlib.import_module(_path.stem)
+    for _stem, _click in getattr(_module, "QUIZ_CLICKS", {}).items():
+        assert f"chapters/{_stem}" not in QUIZ_CLICKS, _stem
+        EXERCISE_PAGES[f"chapters/{_stem}"] = _module.EXERCISE_PAGES[_stem][1]
+        QUIZ_CLICKS[f"chapters/{_stem}"] = _click
 
 
 @pytest.mark.parametrize("page", EXERCISE_PAGES)

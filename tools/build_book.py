@@ -125,11 +125,11 @@ def toc_notebooks() -> list[str]:
 
 
 def package_digest() -> str:
-    """sha256 over the source of every ``vnotes`` module (what a page's results can depend on)."""
+    """sha256 over the source of every ``vnotes`` module, exercises included (what a page's output can depend on)."""
     sys.path.insert(0, str(ROOT))
     from vnotes.checkpoint import code_digest
 
-    return code_digest()
+    return code_digest(skip=())
 
 
 def page_keys(stems: list[str], scale: str) -> dict[str, str]:

@@ -75,12 +75,28 @@ def cache_path(key: str) -> Path:
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def code_digest(package_dir: str | os.PathLike | None = None) -> str:
-    """sha256 over every ``.py`` file of the package (paths and contents): changes whenever any code does."""
+# Packages no model imports (tests/test_core.py checks): the readers' exercises and their solutions. Editing
+# them must not retrain the book's shared models; a page that shows them is re-executed all the same (the
+# book build's key covers the whole package).
+MODEL_FREE = ("exercises", "exercise_solutions")
+
+
+def code_digest(
+    package_dir: str | os.PathLike | None = None,
+    *,
+    skip: tuple[str, ...] = MODEL_FREE,
+) -> str:
+    """sha256 over every ``.py`` file of the package (paths and contents) outside the subpackages ``skip``.
+
+    It changes whenever code a model could depend on does; ``skip=()`` covers the whole package.
+    """
     root = Path(package_dir if package_dir is not None else PACKAGE_DIR)
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        relative = path.relative_to(root)
+        if relative.parts[0] in skip:
+            continue
+        h.update(relative.as_posix().encode() + b"\0")
         h.update(path.read_bytes())
     return h.hexdigest()
 
