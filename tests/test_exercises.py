@@ -603,6 +603,19 @@ def test_page_has_its_exercises_and_never_runs_a_solution(stem):
     assert "prediction = None" in code and "compare_prediction(" in code
 
 
+def test_every_page_of_the_book_has_exercises_and_each_chapter_three_to_implement():
+    """Issues #21 and #22: every chapter page ends with its exercises, and each chapter (1 and Part IV count as
+    chapters too) has at least three implement exercises on its central mechanisms."""
+    pages = sorted(p.stem for p in (ROOT / "chapters").glob("0*.ipynb"))
+    assert pages and not set(pages) - set(EXERCISE_PAGES), (
+        f"pages without exercises: {sorted(set(pages) - set(EXERCISE_PAGES))}"
+    )
+    per_chapter = {}
+    for stem, (stubs, _, _) in EXERCISE_PAGES.items():
+        per_chapter[stem[:2]] = per_chapter.get(stem[:2], 0) + len(stubs)
+    assert all(n >= 3 for n in per_chapter.values()), per_chapter
+
+
 @pytest.mark.parametrize("stem", EXERCISE_PAGES)
 def test_page_quiz_answers_are_computed_not_typed(stem):
     quiz = EXERCISE_PAGES[stem][2]
