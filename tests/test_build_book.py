@@ -287,3 +287,36 @@ def test_cost_line_quotes_the_pages_full_prediction(tmp_path, monkeypatch):
     assert "0.3-1.4 min on an A100" in line and "FULL_COSTS.md" in line
     assert "trains nothing" in bb.full_prediction("03b_cnn_families")
     assert "needs a GPU" in bb.full_prediction("99_unknown")
+
+
+def test_a_missed_wake_up_does_not_stall_the_runner():
+    """A channel whose timed waits never fire (the message sits in the socket: a missed wake-up) still delivers
+    it through the zero-timeout check; a finite timeout still ends in Empty."""
+    import asyncio
+    from queue import Empty
+
+    class MissedWakeUp:
+        def __init__(self, message):
+            self.message, self.calls = message, []
+
+        async def get_msg(self, timeout=None):
+            self.calls.append(timeout)
+            if timeout == 0 and self.message is not None:
+                return self.message
+            if timeout is None:
+                raise AssertionError(
+                    "waited with no timeout: this is how a page stalls"
+                )
+            await asyncio.sleep(min(timeout, 0.01))
+            raise Empty
+
+    channel = MissedWakeUp({"msg": "execute_reply"})
+    bb.patient_channel(channel)
+    assert asyncio.run(channel.get_msg()) == {"msg": "execute_reply"}
+    assert channel.calls == [bb.POLL_SLICE, 0]
+    silent = MissedWakeUp(None)
+    bb.patient_channel(silent)
+    start = time.monotonic()
+    with pytest.raises(Empty):
+        asyncio.run(silent.get_msg(timeout=0.05))
+    assert time.monotonic() - start < 1.0 and None not in silent.calls

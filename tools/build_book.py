@@ -223,6 +223,8 @@ def _execute_one(src: Path, dst: Path, timeout: int) -> None:
     async def run() -> None:
         failed: BaseException | None = None
         async with client.async_setup_kernel():
+            patient_channel(client.kc.shell_channel)
+            patient_channel(client.kc.iopub_channel)
             try:
                 # what NotebookClient.execute does, minus the kernel shutdown at the end
                 info = await client.async_wait_for_reply(
@@ -247,6 +249,41 @@ def _execute_one(src: Path, dst: Path, timeout: int) -> None:
             os._exit(1 if failed is not None else 0)
 
     asyncio.run(run())
+
+
+POLL_SLICE = 1.0
+"""Seconds one wait for a kernel message lasts before the runner looks again (see :func:`patient_channel`)."""
+
+
+def patient_channel(channel) -> None:
+    """Make ``channel.get_msg`` wait in slices of :data:`POLL_SLICE` seconds, each followed by a direct check.
+
+    nbclient awaits the kernel's replies with no timeout when a page sets none. Pages stalled that way at
+    their ``interact`` cells, kernel and client both idle while the reply had been sent (jupyter/nbclient#312,
+    whose fix #311 also stops waiting forever): a wake-up of the asynchronous socket poll was missed. A
+    zero-timeout poll asks the socket directly, so a message a missed wake-up left waiting is picked up within a
+    second. A finite ``timeout`` is kept: ``Empty`` is raised once it has passed, as before.
+    """
+    from queue import Empty
+
+    wait = channel.get_msg
+
+    async def get_msg(timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = POLL_SLICE
+            if deadline is not None:
+                left = min(POLL_SLICE, max(0.0, deadline - time.monotonic()))
+            try:
+                return await wait(timeout=left)
+            except Empty:
+                try:
+                    return await wait(timeout=0)  # asks the socket itself
+                except Empty:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+
+    channel.get_msg = get_msg
 
 
 HANG_SECONDS = 60
