@@ -6,6 +6,7 @@ not, or the GPU's name). Recording on one machine replaces that machine's figure
 
     python benchmarks/runtimes.py --record-build              # the last `make book` (+ its smoke run) here
     python benchmarks/runtimes.py --record-build --test-minutes 41.5 --book-minutes 33.0
+    python benchmarks/runtimes.py --record-build --test-minutes 68.5 --test-log ci.log   # + stage times
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIMES_JSON = ROOT / "benchmarks" / "runtimes.json"
+# the stages of `make test`, in order (the Makefile prints "== make <stage>: N s" after each)
+STAGES = ("venv", "lint", "unit", "notebooks", "book", "pages")
 RUNTIMES_MD = ROOT / "benchmarks" / "RUNTIMES.md"  # included by how_to_read.md
 BUILD = ROOT / "_build"
 ABOUT = (
@@ -132,6 +135,10 @@ def write_markdown(data: dict | None = None) -> str:
         "book_notebooks_min": "executing every notebook at `default` (min, wall)",
         "pages_sum_min": "sum of the pages' times at `default` (min)",
         "test_min": "`make test`, fresh clone, installs included (min)",
+        **{
+            f"stage_{stage}_min": f"`make test`'s stage `{stage}` (min)"
+            for stage in STAGES
+        },
     }
     for label, m in data["machines"].items():
         lines += [f"### {label}", ""]
@@ -165,10 +172,31 @@ def write_markdown(data: dict | None = None) -> str:
     return text
 
 
+def stage_seconds(log: str) -> dict[str, float]:
+    """The stage times `make test` printed ("== make unit: 274 s"), by stage, from the text of its log."""
+    import re
+
+    found = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^== make (\w+): (\d+) s$", log, re.M)
+    }
+    unknown = sorted(set(found) - set(STAGES))
+    if unknown:
+        raise ValueError(
+            f"stages {unknown} are not stages of `make test`; allowed: {', '.join(STAGES)}"
+        )
+    return found
+
+
 def record_build(
-    book_minutes: float | None = None, test_minutes: float | None = None
+    book_minutes: float | None = None,
+    test_minutes: float | None = None,
+    stages: dict[str, float] | None = None,
 ) -> dict:
-    """Record the last build here: its `default` page times (tools/build_book.py) and its nbval smoke times."""
+    """Record the last build here: its `default` page times (tools/build_book.py) and its nbval smoke times.
+
+    ``stages``: seconds per stage of the `make test` that made the build (:func:`stage_seconds`).
+    """
     import sys
 
     sys.path.insert(0, str(ROOT / "tools"))
@@ -190,6 +218,8 @@ def record_build(
         whole["book_min"] = book_minutes
     if test_minutes:
         whole["test_min"] = test_minutes
+    for stage, seconds in (stages or {}).items():
+        whole[f"stage_{stage}_min"] = seconds / 60
     how = f"tools/build_book.py, {summary['jobs']} kernels at a time, one thread each, empty data/cache"
     data = record("default", summary["pages"], how, whole, machine)
     smoke = smoke_seconds()
@@ -221,7 +251,15 @@ if __name__ == "__main__":
         type=float,
         help="wall minutes of `make test` from a fresh clone",
     )
+    ap.add_argument(
+        "--test-log",
+        type=Path,
+        help="the output of that `make test` (or .ci/run): its stage times are recorded too",
+    )
     args = ap.parse_args()
     if args.record_build:
-        record_build(args.book_minutes, args.test_minutes)
+        stages = (
+            stage_seconds(args.test_log.read_text()) if args.test_log else None
+        )
+        record_build(args.book_minutes, args.test_minutes, stages)
     print(write_markdown())

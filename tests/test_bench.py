@@ -115,3 +115,24 @@ def test_full_cost_prediction_follows_its_formula(tmp_path):
     row = fc.page_row(path)
     assert row["steps"] == 1500 and row["train_pflop"] == pytest.approx(1.5)
     assert row["peak_gb"] == pytest.approx(2.0) and row["fits_t4_memory"]
+
+
+def _runtimes():
+    spec = importlib.util.spec_from_file_location(
+        "runtimes", ROOT / "benchmarks" / "runtimes.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stage_times_are_read_from_the_make_test_log():
+    runtimes = _runtimes()
+    log = "== make venv: 108 s\nnoise\n== make unit: 274 s\n== make book: 2803 s\nmake test: 68 min 28 s\n"
+    assert runtimes.stage_seconds(log) == {
+        "venv": 108.0,
+        "unit": 274.0,
+        "book": 2803.0,
+    }
+    with pytest.raises(ValueError, match="'bok'.*allowed: venv"):
+        runtimes.stage_seconds("== make bok: 3 s\n")
