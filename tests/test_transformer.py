@@ -343,6 +343,30 @@ def test_causal_lm_kv_cache_generates_identical_tokens():
     )
 
 
+def test_generation_timing_generates_what_it_is_asked_and_is_capped_in_a_dry_run(
+    monkeypatch,
+):
+    """time_generation times `new_tokens` tokens; under VNOTES_DRY_RUN=n at most n (04b's `full` asks 2,040)."""
+    from vnotes.transformer.language import time_generation
+
+    lm = CausalLM(vocab_size=20, dim=16, depth=1, num_heads=2, max_len=64)
+    asked = []
+    real = lm.generate
+    monkeypatch.setattr(
+        lm,
+        "generate",
+        lambda prompt, n, **kw: asked.append(n) or real(prompt, n, **kw),
+    )
+    prompt = torch.randint(0, 20, (2, 4))
+    monkeypatch.delenv("VNOTES_DRY_RUN", raising=False)
+    assert (
+        time_generation(lm.eval(), prompt, 40, use_cache=False, repeats=2) > 0
+    )
+    monkeypatch.setenv("VNOTES_DRY_RUN", "2")
+    time_generation(lm, prompt, 40, use_cache=True, repeats=1, clock="cpu")
+    assert asked == [40, 40, 2]
+
+
 def test_causal_lm_is_causal_and_checks_lengths():
     torch.manual_seed(0)
     lm = CausalLM(

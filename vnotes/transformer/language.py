@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import KVCache, TransformerBlock, init_transformer_weights
-from ..scales import dry_iter
+from ..scales import dry_cap, dry_iter
 
 
 class CausalLM(nn.Module):
@@ -463,10 +463,13 @@ def time_generation(
     """Best-of-``repeats`` seconds for ``model.generate(prompt, new_tokens, use_cache)``.
 
     ``clock="wall"`` measures elapsed time; ``clock="cpu"`` the process's CPU time, which other
-    programs on a shared machine do not inflate (equal to wall time for one busy thread).
+    programs on a shared machine do not inflate (equal to wall time for one busy thread). In a dry run
+    (:func:`vnotes.scales.dry_run_steps`) at most that many tokens are generated: ``full``'s 2,040 tokens
+    without the cache take many minutes on one CPU thread, and a dry run's times are never read.
     """
     if clock not in ("wall", "cpu"):
         raise ValueError(f"clock={clock!r} is unknown; allowed: 'wall', 'cpu'")
+    new_tokens = dry_cap(new_tokens)
     now = time.perf_counter if clock == "wall" else time.process_time
     best = float("inf")
     for _ in range(repeats):
