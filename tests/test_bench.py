@@ -7,11 +7,19 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location(
-    "bench", Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
-)
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+
+
+def _script(name: str):
+    """The module of the script ``benchmarks/<name>.py`` (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _script("run")
 
 
 @pytest.mark.parametrize("workload", sorted(bench.WORKLOADS))
@@ -89,11 +97,7 @@ def test_full_cost_prediction_follows_its_formula(tmp_path):
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "full_costs", ROOT / "benchmarks" / "full_costs.py"
-    )
-    fc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fc)
+    fc = _script("full_costs")
     run = {
         "desc": "x",
         "trainable_parameters": 10,
@@ -117,17 +121,8 @@ def test_full_cost_prediction_follows_its_formula(tmp_path):
     assert row["peak_gb"] == pytest.approx(2.0) and row["fits_t4_memory"]
 
 
-def _runtimes():
-    spec = importlib.util.spec_from_file_location(
-        "runtimes", ROOT / "benchmarks" / "runtimes.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_stage_times_are_read_from_the_make_test_log():
-    runtimes = _runtimes()
+    runtimes = _script("runtimes")
     log = "== make venv: 108 s\nnoise\n== make unit: 274 s\n== make book: 2803 s\nmake test: 68 min 28 s\n"
     assert runtimes.stage_seconds(log) == {
         "venv": 108.0,
