@@ -688,3 +688,47 @@ def test_regularization_summary_states_the_mean_budget_over_seeds():
 
     row = summarize([run(30, 3), run(50, 5)], name="x")
     assert row["training steps"] == 40 and row["images seen"] == 400
+
+
+def test_fit_in_channels_last_layout_on_the_cpu_matches_the_plain_layout():
+    # chapter 5's ResNets and CLIP's image tower train in channels-last layout on the CPU too (faster there):
+    # the numbers are those of the plain layout up to rounding. Left at "auto", a CPU keeps the plain layout.
+    torch.manual_seed(0)
+    x, y = torch.rand(64, 3, 12, 12), torch.randint(0, 3, (64,))
+
+    def cnn():
+        torch.manual_seed(1)
+        return nn.Sequential(
+            # no bias before the BatchNorm: its gradient is zero up to rounding, which Adam would magnify
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 3),
+        )
+
+    runs = {}
+    for layout in (True, "auto"):
+        model = cnn()
+        hist = fit(
+            model,
+            TensorLoader(x, y, batch_size=16),
+            optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+            epochs=2,
+            device="cpu",
+            channels_last=layout,
+            verbose=False,
+        )
+        runs[layout] = (model, hist)
+    cl_model, cl_hist = runs[True]
+    plain_model, plain_hist = runs["auto"]
+    assert cl_model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not cl_model[0].weight.is_contiguous()
+    assert plain_model[0].weight.is_contiguous()
+    assert cl_hist.step["loss"] == pytest.approx(
+        plain_hist.step["loss"], rel=1e-4
+    )
+    for p, q in zip(cl_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)

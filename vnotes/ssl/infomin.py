@@ -307,6 +307,7 @@ def pretrain_paired(
         epochs=1,
         step_fn=ssl_step,
         precision="auto",
+        channels_last=True,  # a ResNet: faster in this layout on a CPU too (see experiments._channels_last)
         desc=f"shift {shift} px, seed {seed}",
     )
     return model, history
