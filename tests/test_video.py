@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from vnotes.video import (
     I3D,
     FrameNet,
+    OneStream,
     SingleFrame,
     TwoStream,
     boring_video,
@@ -148,6 +149,35 @@ def test_two_stream_fusion_is_the_average_of_probabilities():
         "appearance_loss",
         "motion_loss",
     }
+
+
+def test_one_stream_scores_each_stream_on_the_batches_the_fused_model_sees(
+    monkeypatch,
+):
+    from vnotes import correct_flags
+    from vnotes.data import TensorLoader
+
+    torch.manual_seed(0)
+    model = TwoStream(num_classes=4, frames=4, widths=(8, 16)).eval()
+    video, labels = torch.rand(10, 4, 3, 16, 16), torch.randint(0, 4, (10,))
+    a, m = model.stream_logits(video)
+    assert torch.equal(OneStream(model, "spatial")(video), a)
+    assert torch.equal(OneStream(model, "temporal")(video), m)
+    loader = TensorLoader(video, labels, batch_size=4)
+    flags = correct_flags(OneStream(model, "temporal"), loader)
+    assert torch.equal(flags, m.argmax(-1) == labels)
+    assert (
+        not model.training
+    )  # scoring a stream leaves the two-stream model as it was
+    # a dry run cuts every scoring to the same batches (8c at `full` compared 500 clips with 2,000)
+    monkeypatch.setenv("VNOTES_DRY_RUN", "2")
+    assert (
+        len(correct_flags(OneStream(model, "spatial"), loader))
+        == len(correct_flags(model, loader))
+        == 8
+    )
+    with pytest.raises(ValueError, match="stream='both'"):
+        OneStream(model, "both")
 
 
 def test_single_frame_uses_the_middle_frame():

@@ -226,6 +226,26 @@ class TwoStream(nn.Module):
         ) - torch.log(torch.tensor(2.0))
 
 
+class OneStream(nn.Module):
+    """One stream of a :class:`TwoStream` on its own, ``"spatial"`` or ``"temporal"``: its logits, so that
+    each stream is scored like any classifier (for example by :func:`vnotes.correct_flags`, which a dry run
+    cuts to the same batches as the fused model's). Holds the two-stream model, not a copy."""
+
+    STREAMS = ("spatial", "temporal")
+
+    def __init__(self, model: TwoStream, stream: str):
+        super().__init__()
+        if stream not in self.STREAMS:
+            raise ValueError(
+                f"stream={stream!r} is unknown; allowed: {self.STREAMS}"
+            )
+        self.model, self.index = model, self.STREAMS.index(stream)
+        self.train(model.training)
+
+    def forward(self, video: Tensor) -> Tensor:
+        return self.model.stream_logits(video)[self.index]
+
+
 def two_stream_step(
     model: nn.Module, batch: tuple[Tensor, Tensor]
 ) -> tuple[Tensor, dict[str, Tensor]]:
