@@ -1091,3 +1091,36 @@ def test_pretrain_budget_counts_the_steps_pretraining_runs():
     )
     with pytest.raises(ValueError, match="unknown"):
         ex.pretrain_budget("simsiam", "default")
+
+
+def test_extract_features_reads_only_a_dry_runs_batches_and_keeps_the_shape(
+    monkeypatch,
+):
+    from vnotes.ssl.evaluation import extract_features
+
+    calls = []
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(3 * 4 * 4, 5)
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.proj(x.flatten(1))
+
+    torch.manual_seed(0)
+    encoder, images = Counting(), torch.rand(23, 3, 4, 4)
+    real = extract_features(
+        encoder, images, batch_size=4, features=lambda e, x: e(x)
+    )
+    assert real.shape == (23, 5) and calls == [4, 4, 4, 4, 4, 3]
+    calls.clear()
+    monkeypatch.setenv("VNOTES_DRY_RUN", "2")
+    dry = extract_features(
+        encoder, images, batch_size=4, features=lambda e, x: e(x)
+    )
+    assert calls == [4, 4] and dry.shape == real.shape
+    assert torch.allclose(dry[:8], real[:8]) and torch.equal(
+        dry[8:16], dry[:8]
+    )
