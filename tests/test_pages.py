@@ -4,29 +4,15 @@ For every page of the table of contents: a screenshot is kept under ``_build/scr
 (the CI artifact), the page has no error traceback and no stderr block, its formulas are typeset
 by the site's own MathJax, and each chapter
 page shows at least the figures its thresholds file promises (``[page] min_figures``).
-
-On chapters with exercises, the numbered exercises, their folded solutions and the quiz work offline.
-
-One headless Chromium per test process (so per xdist worker), driven by Playwright (Debian's build,
-never `playwright install`), opens each page in a fresh tab, offline (http(s) requests are aborted).
-A page's checks read its DOM once it has settled as a reader sees it: after the load event, MathJax's
-first typesetting and the saved widgets' drawing (each waited for at most ``SETTLE_MS``: what is still
-missing then fails its check rather than hangs) and a moment without DOM changes; its screenshot is
-taken from the same tab. Each page is loaded once: its exercise checks run in that tab too, and
-``test_exercises_solutions_and_quiz_work_offline`` reports their outcome (or loads the page itself
-when it runs first, e.g. alone).
 """
 
-import base64
 import importlib
-import json
-import os
 import re
 import shutil
-from contextlib import contextmanager
+import subprocess
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -36,88 +22,32 @@ pytestmark = pytest.mark.book
 HTML = BUILD / "html"
 SHOTS = BUILD / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# the most that each wait for MathJax or for the widgets may take, per page; then the DOM must stay unchanged
-# for QUIET_MS, waited for at most QUIET_CAP_MS (as long as the 5 s of virtual time chromium --dump-dom gave)
-SETTLE_MS = 20_000
-QUIET_MS = 300
-QUIET_CAP_MS = 5_000
-# Playwright's headless defaults already hide scrollbars and switch off background networking and updates
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--hide-scrollbars",
+]
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium for the whole test process (one per xdist worker), closed at its end."""
+def _chromium(*args: str, timeout: int = 90) -> str:
     if CHROMIUM is None:
         pytest.fail(
             "chromium is not installed (apt-get install chromium); .ci/run installs it"
         )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            timeout=60_000,
+    with tempfile.TemporaryDirectory() as profile:
+        out = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@contextmanager
-def _opened(browser, html_file: Path, width: int, height: int) -> Iterator:
-    """A fresh tab (its own context) showing ``html_file`` offline, past its load event; closed afterwards."""
-    tab = browser.new_page(viewport={"width": width, "height": height})
-    tab.set_default_timeout(30_000)
-    tab.route(re.compile(r"^https?://"), lambda route: route.abort())
-    try:
-        tab.goto(html_file.as_uri(), wait_until="load", timeout=60_000)
-        yield tab
-    finally:
-        tab.context.close()
-
-
-def _settle(tab, widgets: bool) -> None:
-    """Wait until the page is as a reader sees it: MathJax's first typesetting done, with ``widgets`` every
-    saved widget drawn, then no change to the DOM for QUIET_MS. Each wait is bounded (SETTLE_MS, and
-    QUIET_CAP_MS for the last) and none fails: what did not appear is reported by the page's checks."""
-    # the site sets window.MathJax to its config; startup.promise exists once its local script has run and
-    # resolves when the first typesetting is done (TeX errors included, as mjx-merror)
-    tab.evaluate(
-        """async (ms) => {
-            const typeset = window.MathJax && MathJax.startup && MathJax.startup.promise;
-            if (typeset)
-                await Promise.race([typeset.catch(() => null), new Promise((r) => setTimeout(r, ms))]);
-        }""",
-        SETTLE_MS,
-    )
-    if widgets:
-        # the embed script draws each saved view into a .widget-subarea next to its <script> tag
-        tab.evaluate(
-            """async (ms) => {
-                const deadline = Date.now() + ms;
-                const drawn = () => document.querySelector(".widget-slider, .widget-hslider") || [
-                    ...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]'),
-                ].every((s) => s.parentElement && s.parentElement.querySelector(".widget-subarea .jupyter-widgets"));
-                while (!drawn() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-            }""",
-            SETTLE_MS,
-        )
-    # then whatever those scripts still draw (a widget's children, its output area) before the DOM is read
-    tab.evaluate(
-        """async ([quiet, cap]) => new Promise((resolve) => {
-            let timer;
-            const done = () => { observer.disconnect(); clearTimeout(timer); clearTimeout(limit); resolve(); };
-            const observer = new MutationObserver(() => { clearTimeout(timer); timer = setTimeout(done, quiet); });
-            observer.observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
-            timer = setTimeout(done, quiet);
-            const limit = setTimeout(done, cap);
-        })""",
-        [QUIET_MS, QUIET_CAP_MS],
-    )
+    return out.stdout
 
 
 class _Elements(HTMLParser):
@@ -171,21 +101,12 @@ def built():
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_renders_cleanly(built, browser, verdicts, page):
+def test_page_renders_cleanly(built, page):
     html_file = built / f"{page}.html"
     assert html_file.exists(), f"{html_file} was not built"
-    source = html_file.read_text()
-    name = Path(page).name
-    shot = SHOTS / f"{name}.png"
-    # the page as a reader sees it, in a 1280x2400 window: its DOM once settled, and a screenshot of it
-    with _opened(browser, html_file, 1280, 2400) as tab:
-        _settle(tab, "application/vnd.jupyter.widget-view+json" in source)
-        dom = tab.content()
-        tab.screenshot(path=shot)
-        if page in EXERCISE_PAGES:
-            # the exercise test's checks, made here on the loaded page (in its window of 1280x900)
-            tab.set_viewport_size({"width": 1280, "height": 900})
-            _record_exercises(tab, page, verdicts)
+    dom = _chromium(
+        "--dump-dom", "--virtual-time-budget=5000", html_file.as_uri()
+    )
     assert "<html" in dom, "chromium returned no DOM"
     seen = _Elements()
     seen.feed(dom)
@@ -195,6 +116,7 @@ def test_page_renders_cleanly(built, browser, verdicts, page):
     assert seen.stderr == 0, (
         f"{page}: {seen.stderr} stderr block(s) on the page (warnings leaked into the output)"
     )
+    source = html_file.read_text()
     if "application/vnd.jupyter.widget-view+json" in source:
         # the saved widget state must come alive from the site's own JavaScript: sliders on screen
         assert "widgets/embed-amd.js" in source, (
@@ -220,6 +142,11 @@ def test_page_renders_cleanly(built, browser, verdicts, page):
         assert "<mjx-merror" not in dom, (
             f"{page}: MathJax reports a TeX error in a formula"
         )
+    name = Path(page).name
+    shot = SHOTS / f"{name}.png"
+    _chromium(
+        f"--screenshot={shot}", "--window-size=1280,2400", html_file.as_uri()
+    )
     assert shot.exists() and shot.stat().st_size > 10_000, (
         f"no usable screenshot of {page}"
     )
@@ -346,144 +273,79 @@ for _path in sorted(Path(__file__).parent.glob("test_exercises_ch*.py")):
         QUIZ_CLICKS[f"chapters/{_stem}"] = _click
 
 
-def _full_page_screenshot(tab, path: Path) -> None:
-    """The whole page as a PNG, as ``tab.screenshot(full_page=True)`` takes it (the same pixels), but with
-    Chromium's faster PNG encoding: a chapter is some 30 000 pixels tall, and encoding was most of the time."""
-    width, height = tab.evaluate(
-        "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
-    )
-    cdp = tab.context.new_cdp_session(tab)
-    try:
-        shot = cdp.send(
-            "Page.captureScreenshot",
-            {
-                "format": "png",
-                "optimizeForSpeed": True,
-                "captureBeyondViewport": True,
-                "clip": {
-                    "x": 0,
-                    "y": 0,
-                    "width": width,
-                    "height": height,
-                    "scale": 1,
-                },
-            },
-        )
-    finally:
-        cdp.detach()
-    path.write_bytes(base64.b64decode(shot["data"]))
-
-
-def _check_exercises(tab, page: str) -> None:
-    """The checks of test_exercises_solutions_and_quiz_work_offline on ``tab``, which shows ``page``, and the
-    page's full-page screenshot once its quiz is answered (``<name>-exercises.png``)."""
-    titles = tab.locator(".exercise .admonition-title").all_inner_texts()
-    assert len(titles) >= EXERCISE_PAGES[page], (
-        f"{page}: {len(titles)} numbered exercises rendered: {titles}"
-    )
-    assert all(re.match(r"Exercise \d+", t) for t in titles), titles
-    outputs = " ".join(tab.locator("div.cell_output").all_inner_texts())
-    assert outputs.count("not yet") >= EXERCISE_PAGES[page], (
-        f"{page}: the untouched stubs' checks do not all say 'not yet'"
-    )
-    # solutions: folded behind a toggle, their code shown once it is clicked
-    solutions = tab.locator(".solution")
-    assert solutions.count() >= EXERCISE_PAGES[page], (
-        f"{page}: {solutions.count()} solutions rendered"
-    )
-    first = solutions.first
-    code = first.locator(".vnotes-solution pre").first
-    assert code.count() and not code.is_visible(), (
-        f"{page}: a solution is missing its code or is shown unfolded"
-    )
-    # the toggle's own button: the title's middle can be its link back to the exercise (2a's short
-    # titles put it there), which scrolls instead of unfolding
-    first.locator("button.toggle-button").first.click()
-    tab.wait_for_timeout(500)
-    assert first.locator(".vnotes-solution pre").first.is_visible(), (
-        f"{page}: clicking a solution's toggle does not show its code"
-    )
-    # the quiz: a click on a wrong answer is refused, one on the right answer accepted
-    asked, answer = QUIZ_CLICKS[page]
-    if isinstance(answer, re.Pattern):
-        found = answer.search(tab.inner_text("article"))
-        assert found, f"{page}: no line matching {answer.pattern!r}"
-        answer = found.group(1)
-    questions = tab.locator(".MultipleChoiceQn")
-    assert questions.count() >= 3 or tab.locator(".NumericQn").count(), (
-        f"{page}: the quiz did not render"
-    )
-    # jupyterquiz: each question is a .Quiz box holding the question, its answer buttons and feedback
-    question = tab.locator(".Quiz").filter(has_text=asked).first
-    wrong = (
-        question.locator("label.MCButton").filter(has_not_text=answer).first
-    )
-    wrong.click()
-    assert "incorrect" in question.locator(".Feedback").first.get_attribute(
-        "class"
-    )
-    question.locator("label.MCButton").filter(
-        has_text=re.compile(rf"^{re.escape(answer)}$")
-    ).first.click()
-    feedback = question.locator(".Feedback").first
-    assert "correct" in feedback.get_attribute("class").split(), (
-        f"{page}: the quiz did not accept the page's own answer {answer!r}"
-    )
-    _full_page_screenshot(tab, SHOTS / f"{Path(page).name}-exercises.png")
-
-
-@pytest.fixture(scope="session")
-def verdicts(tmp_path_factory) -> Path:
-    """A folder of this run, shared by its xdist workers: the outcome of each exercise page's checks, made in
-    test_page_renders_cleanly's tab (so that a chapter is loaded once, not twice)."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # a worker's is pytest-N/popen-gwK: pytest-N is this run's, shared by its workers
-        root = root.parent
-    folder = root / "exercise-verdicts"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-def _record_exercises(tab, page: str, verdicts: Path) -> None:
-    """Run the exercise checks on ``tab`` and keep their outcome for the exercise test: passed, or the
-    assertion (or browser error) that failed, with its message."""
-    try:
-        _check_exercises(tab, page)
-        verdict = {"passed": True}
-    # an assertion, or Playwright's Error / TimeoutError (an element that never came)
-    except Exception as failure:
-        verdict = {
-            "passed": False,
-            "kind": type(failure).__name__,
-            "message": str(failure),
-        }
-    part = verdicts / f"{Path(page).name}.json.{os.getpid()}"
-    part.write_text(json.dumps(verdict))
-    # renamed into place whole, for the other worker reading it
-    part.replace(verdicts / f"{Path(page).name}.json")
-
-
 @pytest.mark.parametrize("page", EXERCISE_PAGES)
-def test_exercises_solutions_and_quiz_work_offline(
-    built, browser, verdicts, page
-):
+def test_exercises_solutions_and_quiz_work_offline(built, page):
     """Offline in Chromium: the numbered exercises render, each stub's check says "not yet", solutions are
-    folded until their toggle is clicked, and the quiz answers a click (QUIZ_CLICKS).
+    folded until their toggle is clicked, and the quiz answers a click (QUIZ_CLICKS)."""
+    from playwright.sync_api import sync_playwright
 
-    test_page_renders_cleanly of this page (collected first, so usually run first, on either worker) makes
-    these checks in its own tab and keeps their outcome, reported here; where it has not, they run here."""
-    recorded = verdicts / f"{Path(page).name}.json"
-    if recorded.exists():
-        verdict = json.loads(recorded.read_text())
-        if verdict["passed"]:
-            return
-        where = f"(checked in the tab of test_page_renders_cleanly[{page}])"
-        if verdict["kind"] == "AssertionError":
-            raise AssertionError(f"{verdict['message']}\n{where}")
-        pytest.fail(
-            f"{verdict['kind']}: {verdict['message']}\n{where}", pytrace=False
-        )
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed (apt-get install chromium)")
     html_file = built / f"{page}.html"
-    with _opened(browser, html_file, 1280, 900) as tab:
-        _check_exercises(tab, page)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu"],
+        )
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.route(re.compile(r"^https?://"), lambda route: route.abort())
+        tab.goto(html_file.as_uri(), wait_until="load", timeout=60_000)
+        titles = tab.locator(".exercise .admonition-title").all_inner_texts()
+        assert len(titles) >= EXERCISE_PAGES[page], (
+            f"{page}: {len(titles)} numbered exercises rendered: {titles}"
+        )
+        assert all(re.match(r"Exercise \d+", t) for t in titles), titles
+        outputs = " ".join(tab.locator("div.cell_output").all_inner_texts())
+        assert outputs.count("not yet") >= EXERCISE_PAGES[page], (
+            f"{page}: the untouched stubs' checks do not all say 'not yet'"
+        )
+        # solutions: folded behind a toggle, their code shown once it is clicked
+        solutions = tab.locator(".solution")
+        assert solutions.count() >= EXERCISE_PAGES[page], (
+            f"{page}: {solutions.count()} solutions rendered"
+        )
+        first = solutions.first
+        code = first.locator(".vnotes-solution pre").first
+        assert code.count() and not code.is_visible(), (
+            f"{page}: a solution is missing its code or is shown unfolded"
+        )
+        # the toggle's own button: the title's middle can be its link back to the exercise (2a's short
+        # titles put it there), which scrolls instead of unfolding
+        first.locator("button.toggle-button").first.click()
+        tab.wait_for_timeout(500)
+        assert first.locator(".vnotes-solution pre").first.is_visible(), (
+            f"{page}: clicking a solution's toggle does not show its code"
+        )
+        # the quiz: a click on a wrong answer is refused, one on the right answer accepted
+        asked, answer = QUIZ_CLICKS[page]
+        if isinstance(answer, re.Pattern):
+            found = answer.search(tab.inner_text("article"))
+            assert found, f"{page}: no line matching {answer.pattern!r}"
+            answer = found.group(1)
+        questions = tab.locator(".MultipleChoiceQn")
+        assert questions.count() >= 3 or tab.locator(".NumericQn").count(), (
+            f"{page}: the quiz did not render"
+        )
+        # jupyterquiz: each question is a .Quiz box holding the question, its answer buttons and feedback
+        question = tab.locator(".Quiz").filter(has_text=asked).first
+        wrong = (
+            question.locator("label.MCButton")
+            .filter(has_not_text=answer)
+            .first
+        )
+        wrong.click()
+        assert "incorrect" in question.locator(
+            ".Feedback"
+        ).first.get_attribute("class")
+        question.locator("label.MCButton").filter(
+            has_text=re.compile(rf"^{re.escape(answer)}$")
+        ).first.click()
+        feedback = question.locator(".Feedback").first
+        assert "correct" in feedback.get_attribute("class").split(), (
+            f"{page}: the quiz did not accept the page's own answer {answer!r}"
+        )
+        tab.screenshot(
+            path=SHOTS / f"{Path(page).name}-exercises.png", full_page=True
+        )
+        browser.close()
