@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import TensorLoader
-from ..scales import dry_run_steps
+from ..scales import dry_iter
 from ..train import fit
 from .methods import encode
 
@@ -52,7 +52,7 @@ def extract_features(
 ) -> Tensor:
     """Frozen features ``[N, D]`` of ``images`` (encoder in eval mode; float32, on the CPU).
 
-    In a dry run (:func:`vnotes.scales.dry_run_steps`) only its first batches go through the encoder and
+    In a dry run (:func:`vnotes.scales.dry_iter`) only its first batches go through the encoder and
     their rows are repeated to ``N``: every shape downstream is the real run's, at a fraction of the cost
     (at `full`, reading 5,000 images per split and encoder was most of chapter 5's dry runs); the values
     then mean nothing, as every dry-run metric.
@@ -64,11 +64,9 @@ def extract_features(
     was_training = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device
-    starts = range(0, images.shape[0], batch_size)
-    dry = dry_run_steps()
     out = [
         features(encoder, images[i : i + batch_size].to(device)).float().cpu()
-        for i in (starts if dry is None else starts[:dry])
+        for i in dry_iter(range(0, images.shape[0], batch_size))
     ]
     encoder.train(was_training)
     feats = torch.cat(out)
