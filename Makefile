@@ -89,10 +89,15 @@ test:
 # predicted GPU times in benchmarks/FULL_COSTS.md (each page's cost line quotes its row). A page that fails (or whose cell
 # runs past 20 min: papermill was seen waiting for ever on an idle kernel at 5f's slider) leaves no partial costs
 # behind: it is listed as not dry-run.
+# `make full-dry PAGES="05f_mae 08b_detr"` runs those pages only: the other pages keep their rows of the last report.
+PAGES ?=
 full-dry: $(STAMP)
-	rm -rf _build/metrics/full-dry _build/full-dry
+	@if [ -z "$(PAGES)" ]; then rm -rf _build/metrics/full-dry _build/full-dry; \
+	  else for p in $(PAGES); do [ -f chapters/$$p.ipynb ] || { echo "no chapter named $$p in chapters/" >&2; exit 2; }; \
+	  rm -f _build/metrics/full-dry/$$p.json _build/metrics/full-dry/$$p.costs.json _build/full-dry/$$p.log; done; fi
 	mkdir -p _build/full-dry
-	@fail=0; for nb in $$($(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from bookinfo import chapter_notebooks; print(' '.join(str(p) for p in chapter_notebooks()))"); do \
+	@fail=0; for nb in $$(if [ -n "$(PAGES)" ]; then for p in $(PAGES); do echo chapters/$$p.ipynb; done; \
+	  else $(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from bookinfo import chapter_notebooks; print(' '.join(str(p) for p in chapter_notebooks()))"; fi); do \
 	  name=$$(basename $$nb .ipynb); start=$$(date +%s); \
 	  if VNOTES_SCALE=full VNOTES_DRY_RUN=2 OMP_NUM_THREADS=1 VNOTES_PROGRESS=0 $(BIN)/papermill --log-level WARNING --execution-timeout 1200 $$nb _build/full-dry/$$name.ipynb > _build/full-dry/$$name.log 2>&1; \
 	  then echo "ok     $$name $$(( $$(date +%s) - start )) s"; \

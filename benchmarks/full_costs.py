@@ -15,6 +15,10 @@ operation costing 10-20 us of launch and Python overhead. Only training is count
 and probes are not), and nothing here has been calibrated on a GPU yet: the figures are predictions.
 A page that reuses another page's model trains it itself on a cold cache (a Colab reader who opens 7c
 alone also trains 7a's CLIP); the dry run does the same, so those runs are in its row.
+
+A dry run of some pages only (their logs in ``_build/full-dry``) updates their rows: every other page keeps
+its row from the previous report, and the report lists those rows as carried over. A page that was tried
+and failed keeps no row.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from run import PEAK_TFLOPS  # noqa: E402
 
 DRY = ROOT / "_build" / "metrics" / "full-dry"
+LOGS = (
+    ROOT / "_build" / "full-dry"
+)  # make full-dry's log of every page it tried (failed ones included)
 OUT_JSON = ROOT / "benchmarks" / "full_costs.json"
 OUT_MD = ROOT / "benchmarks" / "FULL_COSTS.md"
 
@@ -104,8 +111,34 @@ def _minutes(pair: list[float]) -> str:
     return f"{low:.0f}-{high:.0f}" if high >= 10 else f"{low:.1f}-{high:.1f}"
 
 
+def merge_previous(
+    fresh: list[dict],
+    fresh_without: list[str],
+    previous: dict,
+    tried: set[str],
+) -> tuple[list[dict], list[str], list[str]]:
+    """This dry run's rows, plus the previous report's rows of pages it did not try (listed as carried over).
+
+    Returns (rows sorted by page, pages that train nothing, pages carried over)."""
+    rows = {r["page"]: r for r in fresh}
+    without = set(fresh_without)
+    carried = []
+    for r in previous.get("pages", []):
+        if r["page"] not in tried:
+            rows[r["page"]] = r
+            carried.append(r["page"])
+    for page in previous.get("without_training", []):
+        if page not in tried:
+            without.add(page)
+            carried.append(page)
+    return [rows[k] for k in sorted(rows)], sorted(without), sorted(carried)
+
+
 def report(
-    rows: list[dict], pages_without: list[str], not_run: list[str] = ()
+    rows: list[dict],
+    pages_without: list[str],
+    not_run: list[str] = (),
+    carried: list[str] = (),
 ) -> str:
     lines = [
         "# What `full` would cost on a GPU (predicted)",
@@ -138,6 +171,11 @@ def report(
         f"Pages whose pessimistic T4 figure exceeds 20 minutes: {', '.join(long) or 'none'}.",
         "",
     ]
+    if carried:
+        lines += [
+            f"Carried over from an earlier dry run (not run again this time): {', '.join(carried)}.",
+            "",
+        ]
     if not_run:
         lines += [
             f"**Not dry-run yet** (no figures above): {', '.join(not_run)}.",
@@ -153,9 +191,9 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    rows = [page_row(p) for p in sorted(DRY.glob("*.costs.json"))]
-    with_costs = {r["page"] for r in rows}
-    pages_without = sorted(
+    fresh = [page_row(p) for p in sorted(DRY.glob("*.costs.json"))]
+    with_costs = {r["page"] for r in fresh}
+    fresh_without = sorted(
         p.stem
         for p in DRY.glob("*.json")
         if not p.name.endswith(".costs.json")
@@ -165,23 +203,29 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from bookinfo import chapter_notebooks
 
-    not_run = [
-        nb.stem
-        for nb in chapter_notebooks()
-        if not (DRY / f"{nb.stem}.json").exists()
-    ]
+    rows, pages_without, carried = merge_previous(
+        fresh,
+        fresh_without,
+        json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {},
+        tried={p.stem for p in LOGS.glob("*.log")}
+        | with_costs
+        | set(fresh_without),
+    )
+    have = {r["page"] for r in rows} | set(pages_without)
+    not_run = [nb.stem for nb in chapter_notebooks() if nb.stem not in have]
     OUT_JSON.write_text(
         json.dumps(
             {
                 "pages": rows,
                 "without_training": pages_without,
                 "not_dry_run": not_run,
+                "carried_over": carried,
             },
             indent=1,
         )
         + "\n"
     )
-    OUT_MD.write_text(report(rows, pages_without, not_run))
+    OUT_MD.write_text(report(rows, pages_without, not_run, carried))
     print(
         f"wrote {OUT_MD.relative_to(ROOT)} ({len(rows)} pages with training)"
     )

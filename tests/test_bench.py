@@ -121,6 +121,33 @@ def test_full_cost_prediction_follows_its_formula(tmp_path):
     assert row["peak_gb"] == pytest.approx(2.0) and row["fits_t4_memory"]
 
 
+def test_a_partial_dry_run_keeps_the_other_pages_rows():
+    """Pages not tried this time keep their previous rows (listed as carried over); a page tried again gets its
+    new row; a page tried and failed keeps none, so it shows as not dry-run."""
+    fc = _script("full_costs")
+    previous = {
+        "pages": [
+            {"page": "01_a", "steps": 1},
+            {"page": "02_b", "steps": 2},
+            {"page": "03_c", "steps": 3},
+        ],
+        "without_training": ["04_d"],
+    }
+    fresh = [{"page": "02_b", "steps": 20}]
+    rows, without, carried = fc.merge_previous(
+        fresh, [], previous, tried={"02_b", "03_c"}
+    )
+    assert [(r["page"], r["steps"]) for r in rows] == [
+        ("01_a", 1),
+        ("02_b", 20),
+    ]
+    assert without == ["04_d"] and carried == ["01_a", "04_d"]
+    assert (
+        "Carried over from an earlier dry run (not run again this time): 01_a, 04_d."
+        in fc.report([], without, [], carried)
+    )
+
+
 def test_stage_times_are_read_from_the_make_test_log():
     runtimes = _script("runtimes")
     log = "== make venv: 108 s\nnoise\n== make unit: 274 s\n== make book: 2803 s\nmake test: 68 min 28 s\n"

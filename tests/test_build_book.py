@@ -285,8 +285,33 @@ def test_cost_line_quotes_the_pages_full_prediction(tmp_path, monkeypatch):
     line = bb.full_prediction("07c_albef")
     assert "predicted" in line and "1.5-6.2 min on a T4" in line
     assert "0.3-1.4 min on an A100" in line and "FULL_COSTS.md" in line
+    assert "20 minutes" not in line  # 6.2 min at worst: nothing to explain
     assert "trains nothing" in bb.full_prediction("03b_cnn_families")
     assert "needs a GPU" in bb.full_prediction("99_unknown")
+
+
+def test_a_page_past_20_minutes_on_a_t4_says_why():
+    """The launch share is read back from the two ends of the range (full_costs.predict's formula)."""
+    # 10,000 steps of 1e12 FLOPs (T4 fp16 peak 65 TFLOPS) and 2000 launches each: 32 min at worst
+    arithmetic, launches = 10_000 * 1e12 / 65e12, 10_000 * 2000
+    low = (arithmetic / 0.4 + launches * 10e-6) / 60
+    high = (arithmetic / 0.1 + launches * 20e-6) / 60
+    row = {
+        "runs": ["a", "b"],
+        "steps": 10_000,
+        "predicted_minutes": {"T4": [round(low, 1), round(high, 1)]},
+    }
+    why = bb.over_20_min_on_a_t4(row)
+    share = launches * 20e-6 / (high * 60)
+    said = re.search(r"about (\d+)% of the pessimistic figure", why)
+    # the range is rounded to 0.1 min, so the share read back is within a point or two
+    assert high > 20 and said and abs(int(said.group(1)) - 100 * share) < 2, (
+        why,
+        share,
+    )
+    assert "2 models for 10,000 steps" in why and "mostly arithmetic" in why
+    row["predicted_minutes"]["T4"] = [5.0, 19.9]
+    assert bb.over_20_min_on_a_t4(row) == ""
 
 
 def test_a_missed_wake_up_does_not_stall_the_runner():

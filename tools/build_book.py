@@ -618,6 +618,31 @@ def repository_file(path: str) -> str:
     return f"{repo['url'].rstrip('/')}/blob/{repo['branch']}/{path}"
 
 
+def over_20_min_on_a_t4(row: dict) -> str:
+    """Why a page's `full` run is predicted past 20 minutes on a T4 (Colab's free GPU), or "" when it is not.
+
+    benchmarks/full_costs.py predicts each end of the range as steps x (FLOPs / (utilisation x peak) + ops x
+    launch time), at 40% and 10 us (optimistic, o) and 10% and 20 us (pessimistic, p). With A the seconds of
+    arithmetic at full peak and L the launches, o = A/0.4 + 10us L and p = A/0.1 + 20us L, so A = (p - 2o)/5:
+    the share of the pessimistic figure that is launch overhead is 1 - 2(p - 2o)/p, read from the row itself.
+    """
+    low, high = row["predicted_minutes"]["T4"]
+    if high <= 20:
+        return ""
+    launch = min(max(1 - 2 * (high - 2 * low) / high, 0.0), 1.0)
+    runs = len(row.get("runs", [])) or 1
+    cause = (
+        "mostly kernel launches of small models, which a faster GPU does not shorten"
+        if launch >= 0.5
+        else "mostly arithmetic, which a faster GPU shortens"
+    )
+    return (
+        f". Over Colab's 20 minutes on a T4 because `full` trains {runs} model{'s' * (runs != 1)} for "
+        f"{row['steps']:,} steps in all: {cause} (about {launch:.0%} of the pessimistic figure is launch "
+        "overhead). `default` runs the same code at a smaller size in the time above"
+    )
+
+
 def full_prediction(stem: str) -> str:
     """The cost line's words for `full`: this page's row of benchmarks/FULL_COSTS.md, labelled as a prediction."""
     costs = (
@@ -628,11 +653,12 @@ def full_prediction(stem: str) -> str:
     row = next((r for r in costs.get("pages", []) if r["page"] == stem), None)
     if row is not None:
         t4, a100 = (row["predicted_minutes"][g] for g in ("T4", "A100"))
-        return (
+        line = (
             f"`full` not measured yet; predicted from a dry run, training only: {t4[0]:g}-{t4[1]:g} min on a T4, "
             f"{a100[0]:g}-{a100[1]:g} min on an A100 "
             f"([how]({repository_file('benchmarks/FULL_COSTS.md')}))"
         )
+        return line + over_20_min_on_a_t4(row)
     if stem in costs.get("without_training", []):
         return "`full` not measured yet (it trains nothing with `fit`; see the benchmark report)"
     return "`full` not measured yet (it needs a GPU; see the benchmark report)"
