@@ -63,7 +63,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not book" -n 2 --dist loadfile
+	$(BIN)/pytest -q -m "not book" -n 2 --dist loadfile --durations=15
 
 # Every notebook, top to bottom, at `smoke` (nbval: one fresh kernel per notebook, two at a time,
 # one thread each: two-thread kernels side by side on two cores slow each other down many times over).
@@ -75,7 +75,7 @@ notebooks: $(STAMP)
 # The built pages (metrics thresholds, figures, no tracebacks) -- needs `make book` first. Tests are dealt to the
 # two workers one by one (--dist load): by file, one worker got all of test_pages.py (644 s against 567 s).
 pages: $(STAMP)
-	$(BIN)/pytest -q -m book -n 2 --dist load
+	$(BIN)/pytest -q -m book -n 2 --dist load --durations=15
 
 # The stages in order, each one's wall time printed (the benchmark report quotes them).
 test:

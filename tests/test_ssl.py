@@ -816,6 +816,16 @@ def test_chapter_ranking_reads_recorded_metrics_and_computes_gains(
     assert simclr["images seen"] == 3 * 8192
     assert by_name[("MAE", "ViT")]["equal budget"].startswith("no: ")
     assert "training steps" not in by_name[("random init", "ResNet")]
+    # a dry run reads the dry run's own numbers (<scale>-dry), never a real run's
+    monkeypatch.setenv("VNOTES_DRY_RUN", "2")
+    (tmp_path / "default-dry").mkdir()
+    (tmp_path / "default" / "05a_contrastive.json").rename(
+        tmp_path / "default-dry" / "05a_contrastive.json"
+    )
+    assert {r["method"] for r in chapter_ranking("default")} == {
+        "SimCLR",
+        "random init",
+    }
 
 
 def test_mean_fill_baseline_is_zero_for_flat_images_and_matches_a_direct_count():

@@ -33,6 +33,16 @@ def metrics_dir() -> Path:
     return (root / "_build" / "metrics") if root else Path("vnotes_metrics")
 
 
+def scale_dir(scale: str, root: str | os.PathLike | None = None) -> Path:
+    """Where the metrics of a run at ``scale`` live: ``<metrics dir>/<scale>``, or ``<scale>-dry`` during a dry
+    run (its numbers come from truncated loops: kept apart, never judged). Pages that read other pages'
+    numbers read them from here, so a dry run reads the dry run's."""
+    from .scales import dry_run_steps
+
+    folder = f"{scale}-dry" if dry_run_steps() is not None else scale
+    return (Path(root) if root is not None else metrics_dir()) / folder
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` so that ``path`` holds either the old or the new content, never a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,12 +96,7 @@ class Recorder:
             )
         self.notebook = notebook
         self.scale = scale
-        root = Path(directory) if directory is not None else metrics_dir()
-        from .scales import dry_run_steps
-
-        # a dry run's numbers come from truncated loops: kept apart, never judged
-        folder = f"{scale}-dry" if dry_run_steps() is not None else scale
-        self.path = root / folder / f"{notebook}.json"
+        self.path = scale_dir(scale, directory) / f"{notebook}.json"
         self.metrics: dict[str, float] = {}
         self._write()
         global _CURRENT

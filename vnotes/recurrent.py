@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data.toyworld import COLOURS, SHAPES, SPLITS, Scenes
-from .record import atomic_write_text, metrics_dir
+from .record import atomic_write_text, scale_dir
 from .scales import dry_iter
 
 
@@ -941,7 +941,7 @@ def save_length_curves(
     notebook: str, scale: str, curves: dict[str, dict[int, float]]
 ) -> None:
     """Write accuracy-by-length curves beside the notebook's metrics (``<metrics>/<scale>/<notebook>.curves.json``)."""
-    path = metrics_dir() / scale / f"{notebook}.curves.json"
+    path = scale_dir(scale) / f"{notebook}.curves.json"
     payload = {
         name: {str(L): a for L, a in c.items()} for name, c in curves.items()
     }
@@ -952,7 +952,7 @@ def load_length_curves(
     notebook: str, scale: str
 ) -> dict[str, dict[int, float]] | None:
     """The curves :func:`save_length_curves` wrote, or None if that page has not run at this scale."""
-    path = metrics_dir() / scale / f"{notebook}.curves.json"
+    path = scale_dir(scale) / f"{notebook}.curves.json"
     if not path.exists():
         return None
     data = json.loads(path.read_text())

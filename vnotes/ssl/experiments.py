@@ -911,7 +911,7 @@ def chapter_ranking(
 ) -> list[dict[str, Any]]:
     """One row per method with its recorded linear-probe and k-NN accuracy at ``scale``, best first.
 
-    Reads the metric files the chapter's notebooks wrote (``_build/metrics/<scale>/05*.json``);
+    Reads the metric files the chapter's notebooks wrote (``_build/metrics/<scale>/05*.json``, a dry run's own);
     ``current`` adds or overrides numbers measured in the running notebook. Methods whose notebook
     has not run at this scale are left out. Each gain is over the random encoder measured on the
     method's own page (``random floor from``); every such floor is listed as a ``random init`` row
@@ -920,11 +920,11 @@ def chapter_ranking(
     import json
 
     from ..plot import budget_columns, mark_budgets
-    from ..record import metrics_dir
+    from ..record import scale_dir
 
     scale = resolve_scale(scale)
     recorded: dict[str, dict[str, float]] = {}
-    for path in sorted((metrics_dir() / scale).glob("05*.json")):
+    for path in sorted(scale_dir(scale).glob("05*.json")):
         recorded[path.stem] = json.loads(path.read_text())["metrics"]
     for notebook, metrics in (current or {}).items():
         recorded.setdefault(notebook, {}).update(metrics)
