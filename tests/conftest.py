@@ -17,3 +17,16 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless chromium for the whole test process (one per xdist worker), shared by the page tests
+    (tests/browsing.py says why it must be one); started only when a test asks for it."""
+    from browsing import launched
+
+    try:
+        with launched() as started:
+            yield started
+    except RuntimeError as missing:
+        pytest.fail(str(missing))

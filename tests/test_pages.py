@@ -8,46 +8,17 @@ page shows at least the figures its thresholds file promises (``[page] min_figur
 
 import importlib
 import re
-import shutil
-import subprocess
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from bookinfo import BUILD, THRESHOLDS, thresholds, toc_files
+from browsing import opened, settle
 
 pytestmark = pytest.mark.book
 HTML = BUILD / "html"
 SHOTS = BUILD / "screenshots"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--hide-scrollbars",
-]
-
-
-def _chromium(*args: str, timeout: int = 90) -> str:
-    if CHROMIUM is None:
-        pytest.fail(
-            "chromium is not installed (apt-get install chromium); .ci/run installs it"
-        )
-    with tempfile.TemporaryDirectory() as profile:
-        out = subprocess.run(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    return out.stdout
 
 
 class _Elements(HTMLParser):
@@ -101,12 +72,19 @@ def built():
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_renders_cleanly(built, page):
+def test_page_renders_cleanly(built, browser, page):
     html_file = built / f"{page}.html"
     assert html_file.exists(), f"{html_file} was not built"
-    dom = _chromium(
-        "--dump-dom", "--virtual-time-budget=5000", html_file.as_uri()
-    )
+    source = html_file.read_text()
+    widgets = "application/vnd.jupyter.widget-view+json" in source
+    name = Path(page).name
+    shot = SHOTS / f"{name}.png"
+    # the page as a reader sees it in a 1280x2400 window, once formulas, images and widgets are drawn:
+    # its DOM for the checks below, and its screenshot (the CI artifact)
+    with opened(browser, html_file, 1280, 2400) as tab:
+        settle(tab, widgets=widgets)
+        dom = tab.content()
+        tab.screenshot(path=shot)
     assert "<html" in dom, "chromium returned no DOM"
     seen = _Elements()
     seen.feed(dom)
@@ -116,8 +94,7 @@ def test_page_renders_cleanly(built, page):
     assert seen.stderr == 0, (
         f"{page}: {seen.stderr} stderr block(s) on the page (warnings leaked into the output)"
     )
-    source = html_file.read_text()
-    if "application/vnd.jupyter.widget-view+json" in source:
+    if widgets:
         # the saved widget state must come alive from the site's own JavaScript: sliders on screen
         assert "widgets/embed-amd.js" in source, (
             f"{page}: widget JavaScript is not served by the site"
@@ -142,11 +119,6 @@ def test_page_renders_cleanly(built, page):
         assert "<mjx-merror" not in dom, (
             f"{page}: MathJax reports a TeX error in a formula"
         )
-    name = Path(page).name
-    shot = SHOTS / f"{name}.png"
-    _chromium(
-        f"--screenshot={shot}", "--window-size=1280,2400", html_file.as_uri()
-    )
     assert shot.exists() and shot.stat().st_size > 10_000, (
         f"no usable screenshot of {page}"
     )
@@ -274,23 +246,11 @@ for _path in sorted(Path(__file__).parent.glob("test_exercises_ch*.py")):
 
 
 @pytest.mark.parametrize("page", EXERCISE_PAGES)
-def test_exercises_solutions_and_quiz_work_offline(built, page):
+def test_exercises_solutions_and_quiz_work_offline(built, browser, page):
     """Offline in Chromium: the numbered exercises render, each stub's check says "not yet", solutions are
     folded until their toggle is clicked, and the quiz answers a click (QUIZ_CLICKS)."""
-    from playwright.sync_api import sync_playwright
-
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed (apt-get install chromium)")
     html_file = built / f"{page}.html"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu"],
-        )
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
-        tab.route(re.compile(r"^https?://"), lambda route: route.abort())
-        tab.goto(html_file.as_uri(), wait_until="load", timeout=60_000)
+    with opened(browser, html_file) as tab:
         titles = tab.locator(".exercise .admonition-title").all_inner_texts()
         assert len(titles) >= EXERCISE_PAGES[page], (
             f"{page}: {len(titles)} numbered exercises rendered: {titles}"
@@ -348,4 +308,3 @@ def test_exercises_solutions_and_quiz_work_offline(built, page):
         tab.screenshot(
             path=SHOTS / f"{Path(page).name}-exercises.png", full_page=True
         )
-        browser.close()

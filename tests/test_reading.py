@@ -8,21 +8,17 @@ not typeset. Each rule has a small broken page under ``tests/fixtures/reading`` 
 
 from __future__ import annotations
 
-import re
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 
 from bookinfo import BUILD, toc_files
+from browsing import opened, settle
 
 HTML = BUILD / "html"
 SHOTS = BUILD / "screenshots" / "reading"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reading"
-SETTLE_MS = 8_000
 
 # Shared by every rule: the article is what the reader reads (the theme's sidebars and navigation are not).
 _PRELUDE = r"""
@@ -104,28 +100,6 @@ RULES = {
 }
 
 
-def settle(page: Page, timeout_ms: int = SETTLE_MS) -> None:
-    """Wait for the load event, MathJax's first typesetting and every image, at most ``timeout_ms`` in all.
-
-    A formula or image still pending after that is reported by the rules rather than waited for.
-    """
-    page.wait_for_load_state("load")
-    page.evaluate(
-        r"""async (ms) => {
-            const deadline = Date.now() + ms;
-            const timeLeft = () => new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())));
-            // the site sets window.MathJax to its config; startup exists once the local script has run
-            const typeset = window.MathJax && MathJax.startup && MathJax.startup.promise;
-            if (typeset) await Promise.race([typeset.catch(() => null), timeLeft()]);
-            document.querySelectorAll('img[loading="lazy"]').forEach((img) => { img.loading = "eager"; });
-            const pending = [...document.images].filter((img) => !img.complete).map(
-                (img) => new Promise((r) => { img.addEventListener("load", r); img.addEventListener("error", r); }));
-            await Promise.race([Promise.all(pending), timeLeft()]);
-        }""",
-        timeout_ms,
-    )
-
-
 def reader_problems(page: Page) -> list[str]:
     """One line per thing a reader would see wrong on ``page`` (navigated to a file:// URL), as 'rule: what (where)'."""
     settle(page)
@@ -136,37 +110,6 @@ def reader_problems(page: Page) -> list[str]:
         ):
             problems.append(f"{rule}: {line}")
     return problems
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One headless chromium per test module (so per xdist worker); Playwright only drives Debian's build."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail(
-            "chromium is not installed (apt-get install chromium); Playwright drives it, "
-            "never `playwright install`"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu"],
-        )
-        yield launched
-        launched.close()
-
-
-@contextmanager
-def opened(browser: Browser, html_file: Path) -> Iterator[Page]:
-    """A fresh 1280-pixel-wide page showing ``html_file``, offline: the book must read without the network."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.route(re.compile(r"^https?://"), lambda route: route.abort())
-    try:
-        page.goto(html_file.as_uri(), wait_until="load", timeout=60_000)
-        yield page
-    finally:
-        page.close()
 
 
 BROKEN = {
