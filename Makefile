@@ -86,9 +86,10 @@ test:
 # Every page at `full` on the CPU with every loop cut to two iterations (vnotes.scales.dry_run_steps): finds
 # what would break a GPU reader's `full` run (shapes, memory, missing settings). Metrics go to full-dry,
 # with what each page's training would cost (vnotes.costs), which benchmarks/full_costs.py turns into
-# predicted GPU times in benchmarks/FULL_COSTS.md (each page's cost line quotes its row). A page that fails (or whose cell
-# runs past 20 min: papermill was seen waiting for ever on an idle kernel at 5f's slider) leaves no partial costs
-# behind: it is listed as not dry-run.
+# predicted GPU times in benchmarks/FULL_COSTS.md (each page's cost line quotes its row). Pages run through the
+# book's own executor (tools/build_book.py --run-one): papermill was seen waiting for ever on an idle kernel at
+# the slider cells of 5f and 6c; the executor kills a kernel idle for a minute and runs the page again. A page that
+# fails (or whose cell runs past 20 min) leaves no partial costs behind: it is listed as not dry-run.
 # `make full-dry PAGES="05f_mae 08b_detr"` runs those pages only: the other pages keep their rows of the last report.
 PAGES ?=
 full-dry: $(STAMP)
@@ -99,7 +100,7 @@ full-dry: $(STAMP)
 	@fail=0; for nb in $$(if [ -n "$(PAGES)" ]; then for p in $(PAGES); do echo chapters/$$p.ipynb; done; \
 	  else $(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from bookinfo import chapter_notebooks; print(' '.join(str(p) for p in chapter_notebooks()))"; fi); do \
 	  name=$$(basename $$nb .ipynb); start=$$(date +%s); \
-	  if VNOTES_SCALE=full VNOTES_DRY_RUN=2 OMP_NUM_THREADS=1 VNOTES_PROGRESS=0 $(BIN)/papermill --log-level WARNING --execution-timeout 1200 $$nb _build/full-dry/$$name.ipynb > _build/full-dry/$$name.log 2>&1; \
+	  if VNOTES_SCALE=full VNOTES_DRY_RUN=2 OMP_NUM_THREADS=1 VNOTES_PROGRESS=0 $(BIN)/python tools/build_book.py --run-one $$nb _build/full-dry/$$name.ipynb --timeout 1200 > _build/full-dry/$$name.log 2>&1; \
 	  then echo "ok     $$name $$(( $$(date +%s) - start )) s"; \
 	  else echo "FAILED $$name (see _build/full-dry/$$name.log)"; fail=1; rm -f _build/metrics/full-dry/$$name.json _build/metrics/full-dry/$$name.costs.json; fi; done; \
 	  $(BIN)/python benchmarks/full_costs.py; exit $$fail

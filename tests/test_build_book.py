@@ -345,3 +345,42 @@ def test_a_missed_wake_up_does_not_stall_the_runner():
     with pytest.raises(Empty):
         asyncio.run(silent.get_msg(timeout=0.05))
     assert time.monotonic() - start < 1.0 and None not in silent.calls
+
+
+def _one_cell_notebook(path: Path, code: str) -> Path:
+    cell = dict(
+        cell_type="code", execution_count=None, id="c", metadata={}, outputs=[]
+    )
+    kernel = dict(name="python3", display_name="Python 3", language="python")
+    path.write_text(
+        json.dumps(
+            dict(
+                cells=[dict(cell, source=code)],
+                metadata=dict(kernelspec=kernel),
+                nbformat=4,
+                nbformat_minor=5,
+            )
+        )
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_run_one_executes_a_notebook_and_fails_on_an_error(tmp_path):
+    """`make full-dry` runs each page with --run-one: the exit status says whether every cell ran."""
+    import subprocess
+    import sys
+
+    def run_one(code: str) -> tuple[int, Path]:
+        src = _one_cell_notebook(tmp_path / "page.ipynb", code)
+        dst = tmp_path / "out" / "page.ipynb"
+        cmd = [sys.executable, str(ROOT / "tools" / "build_book.py")]
+        cmd += ["--run-one", str(src), str(dst), "--timeout", "60"]
+        return subprocess.run(
+            cmd, capture_output=True, timeout=120
+        ).returncode, dst
+
+    status, dst = run_one("print(6 * 7)")
+    assert status == 0 and "42" in dst.read_text()
+    status, dst = run_one("1 / 0")
+    assert status == 1 and "ZeroDivisionError" in dst.read_text()

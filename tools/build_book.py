@@ -325,7 +325,24 @@ def _run_page(
     Headless kernels very occasionally stop answering with both sides idle (seen here once in 36 pages,
     mid-notebook); the retry re-executes the page from a fresh kernel, so its outputs are a full clean run.
     """
-    dst = executed_path(stem, scale)
+    return _run_notebook(
+        CHAPTERS / f"{stem}.ipynb",
+        executed_path(stem, scale),
+        timeout,
+        attempts,
+        label=stem,
+    )
+
+
+def _run_notebook(
+    src: Path,
+    dst: Path,
+    timeout: int,
+    attempts: int = 3,
+    label: str | None = None,
+) -> tuple[bool, float, str]:
+    """:func:`_run_page` for any notebook ``src``, executed into ``dst``: (ok, seconds of the clean run, log tail)."""
+    stem = label or src.stem
     log = ""
     start = time.perf_counter()
     for attempt in range(1, attempts + 1):
@@ -334,7 +351,7 @@ def _run_page(
                 sys.executable,
                 __file__,
                 "--_execute-one",
-                str(CHAPTERS / f"{stem}.ipynb"),
+                str(src),
                 str(dst),
                 "--timeout",
                 str(timeout),
@@ -873,6 +890,13 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds a single cell may run",
     )
     ap.add_argument(
+        "--run-one",
+        nargs=2,
+        metavar=("SRC", "DST"),
+        help="execute one notebook into DST as the build does (a kernel that hangs is killed and the notebook "
+        "run again), in the environment as given (make full-dry sets the scale and the dry run)",
+    )
+    ap.add_argument(
         "--_execute-one",
         nargs=2,
         metavar=("SRC", "DST"),
@@ -881,6 +905,15 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs={args.jobs}: need at least 1")
+    if args.run_one:
+        ok, seconds, log = _run_notebook(
+            Path(args.run_one[0]), Path(args.run_one[1]), args.timeout
+        )
+        print(log)
+        print(
+            f"{Path(args.run_one[0]).stem}: {'done' if ok else 'FAILED'} in {seconds:.0f} s"
+        )
+        sys.exit(0 if ok else 1)
     if args._execute_one:
         _execute_one(
             Path(args._execute_one[0]),
