@@ -822,6 +822,10 @@ def test_chapter_ranking_reads_recorded_metrics_and_computes_gains(
     (tmp_path / "default" / "05a_contrastive.json").rename(
         tmp_path / "default-dry" / "05a_contrastive.json"
     )
+    # beside it, what a dry run's training would cost (vnotes.costs): not a metrics file
+    (tmp_path / "default-dry" / "05a_contrastive.costs.json").write_text(
+        json.dumps({"runs": []})
+    )
     assert {r["method"] for r in chapter_ranking("default")} == {
         "SimCLR",
         "random init",

@@ -925,6 +925,10 @@ def chapter_ranking(
     scale = resolve_scale(scale)
     recorded: dict[str, dict[str, float]] = {}
     for path in sorted(scale_dir(scale).glob("05*.json")):
+        if (
+            "." in path.stem
+        ):  # a page's side file (a dry run's 05f_mae.costs.json), not its metrics
+            continue
         recorded[path.stem] = json.loads(path.read_text())["metrics"]
     for notebook, metrics in (current or {}).items():
         recorded.setdefault(notebook, {}).update(metrics)
