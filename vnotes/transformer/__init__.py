@@ -6,6 +6,7 @@
 * :mod:`.language`  -- a causal language model with a KV cache, BERT's masked LM (``04b_language``)
 * :mod:`.vit`       -- the Vision Transformer, its hybrid, attention maps and rollout (``04c_vit``)
 * :mod:`.swin`, :mod:`.mixer` -- Swin and MLP-Mixer (``04d_swin_mixer``)
+* :mod:`.trials`    -- the development runs behind 4d's equal-budget comparison (``04d_swin_mixer``)
 * :mod:`.deformable` -- deformable attention (``04e_deformable``)
 
 Mask conventions, everywhere in this package: ``attn_mask`` is boolean True = *may attend* (as in
@@ -80,6 +81,7 @@ from .swin import (
     window_partition,
     window_reverse,
 )
+from .trials import EQUAL_BUDGET_TRIALS
 from .vit import (
     VIT_CONFIGS,
     FeatureMapStem,
@@ -146,6 +148,7 @@ __all__ = [
     "DeformableViT",
     "bilinear_sample",
     "reference_points",
+    "EQUAL_BUDGET_TRIALS",
     "MIXER_CONFIGS",
     "MixerBlock",
     "MixerConfig",
