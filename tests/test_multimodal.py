@@ -1,5 +1,6 @@
 """Chapter 7 (multimodal): data, losses, masks, hard-negative mining and the models' wiring."""
 
+import copy
 import math
 
 import numpy as np
@@ -680,6 +681,67 @@ def test_momentum_helper_is_the_ema_formula_and_blip_and_albef_share_it():
         MomentumDistillation.init_momentum(toy, ("missing",), 0.9, 5, 4)
     with pytest.raises(ValueError, match="momentum=1.5"):
         MomentumDistillation.init_momentum(toy, ("enc",), 1.5, 5, 4)
+
+
+def test_momentum_horizon_and_run_settings():
+    from vnotes.multimodal.momentum import (
+        momentum_for_horizon,
+        momentum_horizon,
+        run_settings,
+    )
+
+    # the papers' 0.995 averages about 200 steps
+    assert momentum_horizon(0.995) == pytest.approx(200.0)
+    assert momentum_horizon(1.0) == float("inf")
+    m = momentum_for_horizon(300, 0.1)
+    assert m == pytest.approx(1 - 1 / 30) and momentum_horizon(
+        m
+    ) == pytest.approx(30.0)
+    assert (
+        momentum_for_horizon(4, 0.1) == 0.0
+    )  # under one step: the model itself
+    # 7c at default: 6,400 pairs, batches of 64, 3 epochs -> 300 steps, ramp over the first 100
+    assert run_settings(6400, 64, 3) == {
+        "momentum": pytest.approx(1 - 1 / 30),
+        "alpha_ramp_steps": 100,
+    }
+    assert (
+        run_settings(100, 32, 1)["alpha_ramp_steps"] == 3
+    )  # last batch dropped
+    with pytest.raises(ValueError, match="share=0"):
+        momentum_for_horizon(100, 0.0)
+    with pytest.raises(ValueError, match="total_steps=0"):
+        momentum_for_horizon(0, 0.1)
+    with pytest.raises(ValueError, match="batch_size=64 exceeds the 10"):
+        run_settings(10, 64, 1)
+    with pytest.raises(ValueError, match="momentum=-0.1"):
+        momentum_horizon(-0.1)
+
+
+def test_alpha_ramps_up_over_the_first_epoch_and_momentum_steps_are_counted():
+    model = build_albef(VOCAB, _tower(), queue_size=16, alpha_ramp_steps=4)
+    pairs = mmdata.make_pairs(8, seed=0)
+    seen = []
+    for _ in range(6):
+        seen.append(model.distill_alpha())
+        model(pairs.images, pairs.tokens, pairs.text_id)
+    # ALBEF's code: alpha * min(1, i / steps_per_epoch) at step i of the first epoch
+    assert seen == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.4])
+    assert int(model.momentum_steps) == 6
+    constant = build_albef(VOCAB, _tower(), queue_size=16)
+    assert constant.distill_alpha() == constant.alpha == 0.4
+    # at step 0 of a ramp the ITC targets are the ground truth alone: the loss equals an alpha-0 model's
+    torch.manual_seed(0)
+    ramped = build_albef(VOCAB, _tower(), queue_size=0, alpha_ramp_steps=10)
+    plain = copy.deepcopy(ramped)
+    plain.alpha, plain.alpha_ramp_steps = 0.0, 0
+    _, a = ramped(pairs.images, pairs.tokens, pairs.text_id)
+    _, b = plain(pairs.images, pairs.tokens, pairs.text_id)
+    assert torch.allclose(a["itc"], b["itc"]) and torch.allclose(
+        a["mlm"], b["mlm"]
+    )
+    with pytest.raises(ValueError, match="alpha_ramp_steps=-1"):
+        build_albef(VOCAB, _tower(), alpha_ramp_steps=-1)
 
 
 def test_unclip_decoder_reads_the_embedding_in_both_paths_and_drops_it_for_guidance():

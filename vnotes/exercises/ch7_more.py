@@ -359,10 +359,11 @@ def albef_noise_quiz(
             "Right: only the targets change; both runs keep the queue, ITM and MLM.",
         ),
         _choice(
-            "Which run had the higher ITC image-to-text R@1 on clean test captions?",
+            "In the seed-0 runs, which had the higher ITC image-to-text R@1 on clean test captions?",
             names,
             best,
-            f"Right: {', '.join(f'{n}: {results[n][metric]:.1%}' for n in names)} (one seed).",
+            f"Right: {', '.join(f'{n}: {results[n][metric]:.1%}' for n in names)} (seed 0; whether the "
+            "difference is beyond noise is judged over all three seeds above).",
         ),
         _choice(
             "To which captions does the momentum model give more probability, on average?",
