@@ -449,6 +449,34 @@ def test_dcgan_shapes_init_and_alternating_updates():
         dcgan(image_size=20)
 
 
+def test_scan_grid_outputs_are_enlarged_scans_and_reach_every_real_digit():
+    from vnotes.data import load_digits
+    from vnotes.generative.gan import ScanGrid
+
+    grid = ScanGrid(8, 16)
+    # every real 16x16 digit is an output: feed its 8x8 scan, each pixel repeated over a 2x2 block
+    scans = (
+        load_digits("val", size=8).images[:20] * 2 - 1
+    )  # [20, 1, 8, 8] in [-1, 1]
+    real = load_digits("val", size=16).images[:20] * 2 - 1
+    blocky = scans.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    assert torch.allclose(grid(blocky), real, atol=1e-6)
+    # a generator that ends with it draws images with 8 x 8 = 64 degrees of freedom, not 256
+    torch.manual_seed(0)
+    plain = dcgan(z_dim=8, image_size=16, g_width=8, d_width=8)
+    scanned = dcgan(z_dim=8, image_size=16, g_width=8, d_width=8, scan_size=8)
+    z = torch.randn(300, 8)
+    with torch.no_grad():
+        x_plain, x_scan = plain.generator(z), scanned.generator(z)
+    assert x_scan.shape == (300, 1, 16, 16) and x_scan.abs().max() <= 1
+    assert torch.linalg.matrix_rank(x_scan.flatten(1), rtol=1e-4) <= 64
+    assert torch.linalg.matrix_rank(x_plain.flatten(1), rtol=1e-4) > 64
+    assert not list(grid.parameters())  # a fixed map: nothing to learn
+    for bad in (3, 16, 0):
+        with pytest.raises(ValueError, match=f"scan_size={bad}"):
+            ScanGrid(bad, 16)
+
+
 def test_gan_samples_with_batch_statistics_and_leaves_the_model_unchanged():
     # DCGAN's reference code samples with the generator in training mode: batch norm uses the batch's statistics
     torch.manual_seed(0)

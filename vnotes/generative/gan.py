@@ -5,6 +5,10 @@ Chapter 6 (generative models). DCGAN's rules: strided (transposed) convolutions 
 batch normalization in both networks except the generator's output and the discriminator's input
 layer, ReLU in the generator with tanh at its output, LeakyReLU (slope 0.2) in the discriminator,
 weights drawn from N(0, 0.02), Adam with lr 2e-4 and beta1 = 0.5. Images live in [-1, 1].
+
+When the training images are small scans enlarged by interpolation (the book's 16x16 digits are 8x8 scans
+enlarged bilinearly), ``scan_size`` ends the generator with :class:`ScanGrid`, a fixed map with no weights
+onto the images such data can hold, so the discriminator has to tell fakes by their shape.
 """
 
 from __future__ import annotations
@@ -27,8 +31,42 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class ScanGrid(nn.Module):
+    """A fixed map (no weights) onto the images that scans of ``scan_size`` pixels enlarged to ``image_size`` can be.
+
+    x [B, C, S, S] -> average over (S / s) x (S / s) blocks -> [B, C, s, s] -> bilinear enlargement back to S x S,
+    the interpolation that made the training images from their scans. Every output is such an enlarged scan:
+    the 256 pixels of a 16x16 digit have only 64 degrees of freedom. Both steps average, so [-1, 1] stays [-1, 1].
+    """
+
+    def __init__(self, scan_size: int, image_size: int):
+        super().__init__()
+        if scan_size < 1 or image_size % scan_size or scan_size >= image_size:
+            raise ValueError(
+                f"scan_size={scan_size} must be smaller than image_size={image_size} and divide it"
+            )
+        self.scan_size, self.image_size = scan_size, image_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        scan = F.avg_pool2d(
+            x, self.image_size // self.scan_size
+        )  # [B, C, s, s]
+        return F.interpolate(
+            scan,
+            size=(self.image_size, self.image_size),
+            mode="bilinear",
+            align_corners=False,
+        )  # [B, C, S, S]
+
+    def extra_repr(self) -> str:
+        return f"scan_size={self.scan_size}, image_size={self.image_size}"
+
+
 class DCGANGenerator(nn.Module):
-    """G: z [B, z_dim] -> image [B, C, S, S] in [-1, 1]; a 4x4 projection, then one stride-2 transposed conv per doubling."""
+    """G: z [B, z_dim] -> image [B, C, S, S] in [-1, 1]; a 4x4 projection, then one stride-2 transposed conv per doubling.
+
+    With ``scan_size`` the output passes through :class:`ScanGrid` (see the module's docstring).
+    """
 
     def __init__(
         self,
@@ -36,6 +74,7 @@ class DCGANGenerator(nn.Module):
         out_channels: int = 1,
         width: int = 64,
         image_size: int = 16,
+        scan_size: int | None = None,
     ):
         super().__init__()
         doublings = {8: 1, 16: 2, 32: 3, 64: 4}.get(image_size)
@@ -61,6 +100,8 @@ class DCGANGenerator(nn.Module):
             nn.ConvTranspose2d(ch, out_channels, 4, 2, 1),
             nn.Tanh(),
         ]  # S/2 -> S, no batch norm at the output
+        if scan_size is not None:
+            layers.append(ScanGrid(scan_size, image_size))
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
@@ -147,10 +188,11 @@ def dcgan(
     image_size: int = 16,
     g_width: int = 64,
     d_width: int = 64,
+    scan_size: int | None = None,
 ) -> GAN:
-    """DCGAN (Radford et al., 2015) sized for small images."""
+    """DCGAN (Radford et al., 2015) sized for small images (``scan_size``: see :class:`ScanGrid`)."""
     return GAN(
-        DCGANGenerator(z_dim, channels, g_width, image_size),
+        DCGANGenerator(z_dim, channels, g_width, image_size, scan_size),
         DCGANDiscriminator(channels, d_width, image_size),
     )
 
