@@ -871,6 +871,42 @@ def test_unclip_prior_learns_the_clean_embedding_and_keeps_the_best_candidate():
         DALLE2(clip, VOCAB, embed_dim=32)
 
 
+def test_unclip_decoder_samples_with_its_eta_and_rejects_a_negative_one():
+    from vnotes.multimodal.dalle2 import DALLE2, embedding_to_diffusion
+
+    torch.manual_seed(0)
+    clip = build_clip("mini-rn", vocab_size=len(VOCAB), eos_id=VOCAB.eos)
+    kw = dict(
+        image_size=16, base_channels=8, timesteps=50, attention_resolutions=()
+    )
+    model = DALLE2(clip, VOCAB, decoder_eta=1.0, **kw).eval()
+    z = F.normalize(torch.randn(2, 64), dim=-1)
+
+    def ddim(eta):  # the decoder's sampler called directly, in [0, 1]
+        x = model.decoder_diffusion.ddim_sample(
+            model.decoder,
+            (2, 3, 16, 16),
+            5,
+            cond=embedding_to_diffusion(z),
+            guidance_scale=2.0,
+            eta=eta,
+            generator=torch.Generator().manual_seed(1),
+        )
+        return (x.clamp(-1, 1) + 1) / 2
+
+    drawn = model.decode(z, 5, 2.0, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(
+        drawn, ddim(1.0), atol=1e-6
+    )  # the model's eta by default
+    assert not torch.allclose(drawn, ddim(0.0), atol=1e-4)
+    again = model.decode(
+        z, 5, 2.0, generator=torch.Generator().manual_seed(1), eta=0.0
+    )
+    assert torch.allclose(again, ddim(0.0), atol=1e-6)  # or the one asked for
+    with pytest.raises(ValueError, match="decoder_eta=-0.5"):
+        DALLE2(clip, VOCAB, decoder_eta=-0.5, **kw)
+
+
 def test_dalle2_recipes_give_every_scale_the_same_settings_and_a_decoder_guidance_grid_with_no_guidance():
     from vnotes.multimodal.dalle2 import DALLE2_TRAINING
 
