@@ -28,6 +28,7 @@ from vnotes.generative.diffusion import (
     AttentionBlock,
     cosine_alpha_bar,
     cosine_beta_schedule,
+    from_unit,
     linear_beta_schedule,
     timestep_embedding,
 )
@@ -455,10 +456,10 @@ def test_scan_grid_outputs_are_enlarged_scans_and_reach_every_real_digit():
 
     grid = ScanGrid(8, 16)
     # every real 16x16 digit is an output: feed its 8x8 scan, each pixel repeated over a 2x2 block
-    scans = (
-        load_digits("val", size=8).images[:20] * 2 - 1
+    scans = from_unit(
+        load_digits("val", size=8).images[:20]
     )  # [20, 1, 8, 8] in [-1, 1]
-    real = load_digits("val", size=16).images[:20] * 2 - 1
+    real = from_unit(load_digits("val", size=16).images[:20])
     blocky = scans.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
     assert torch.allclose(grid(blocky), real, atol=1e-6)
     # a generator that ends with it draws images with 8 x 8 = 64 degrees of freedom, not 256

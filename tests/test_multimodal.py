@@ -872,6 +872,7 @@ def test_unclip_prior_learns_the_clean_embedding_and_keeps_the_best_candidate():
 
 
 def test_unclip_decoder_samples_with_its_eta_and_rejects_a_negative_one():
+    from vnotes.generative import to_unit
     from vnotes.multimodal.dalle2 import DALLE2, embedding_to_diffusion
 
     torch.manual_seed(0)
@@ -892,7 +893,7 @@ def test_unclip_decoder_samples_with_its_eta_and_rejects_a_negative_one():
             eta=eta,
             generator=torch.Generator().manual_seed(1),
         )
-        return (x.clamp(-1, 1) + 1) / 2
+        return to_unit(x)
 
     drawn = model.decode(z, 5, 2.0, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(
