@@ -1,7 +1,9 @@
 """The `full` scale, dry (issue #20): two pages run their full configuration on the CPU with every loop cut
 to two iterations (VNOTES_DRY_RUN=2), so a shape error or a setting that no longer exists at `full` is found
-here, not by a reader with a GPU. One CNN page and one multimodal page (which also builds 7a's CLIP at full
-size); `make full-dry` runs every page."""
+here, not by a reader with a GPU. One CNN page and one transformer page (4d: ViT, Swin and Mixer at their full
+sizes); `make full-dry` runs every page. 7c (ALBEF, which also builds 7a's CLIP at full size) was the second
+page until it took 141 s of `make unit` on the slowest build machine (AVX2 EPYC, fp32 42 GFLOP/s), against
+about 20 s for 4d; `make full-dry` still runs it."""
 
 import json
 import os
@@ -14,7 +16,7 @@ from test_determinism import _execute
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("page", ["03c_classic_cnns", "07c_albef"])
+@pytest.mark.parametrize("page", ["03c_classic_cnns", "04d_swin_mixer"])
 def test_page_runs_its_full_configuration_dry(page, tmp_path):
     env = dict(
         os.environ,
@@ -63,12 +65,6 @@ def test_page_runs_its_full_configuration_dry(page, tmp_path):
         r["flops_per_step"] > 0 and r["full_steps"] > 2 and r["peak_bytes"] > 0
         for r in runs
     )
-    if (
-        page == "07c_albef"
-    ):  # a cold cache: 7a's CLIP is trained here too, and counted
-        assert any("CLIP" in r["desc"] for r in runs), [
-            r["desc"] for r in runs
-        ]
     assert not (tmp_path / "cache").exists() or not any(
         (tmp_path / "cache").iterdir()
     )

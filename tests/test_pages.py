@@ -1,9 +1,11 @@
 """The rendered book, opened in headless Chromium as a reader would.
 
-For every page of the table of contents: a screenshot is kept under ``_build/screenshots``
-(the CI artifact), the page has no error traceback and no stderr block, its formulas are typeset
-by the site's own MathJax, and each chapter
-page shows at least the figures its thresholds file promises (``[page] min_figures``).
+For every page of the table of contents, opened once: a full-page screenshot is kept under
+``_build/screenshots`` (the CI artifact), the page has no error traceback and no stderr block, its formulas
+are typeset by the site's own MathJax, it breaks none of the reader rules of ``test_reading.py`` (tables
+left as pipes, code that scrolls sideways, raw reprs, broken images, untypeset TeX), each chapter
+page shows at least the figures its thresholds file promises (``[page] min_figures``), and on a page with
+exercises the same tab then checks them (:func:`check_exercises`: stubs, folded solutions, the quiz).
 """
 
 import importlib
@@ -15,6 +17,7 @@ import pytest
 
 from bookinfo import BUILD, THRESHOLDS, thresholds, toc_files
 from browsing import opened, settle
+from test_reading import reader_problems
 
 pytestmark = pytest.mark.book
 HTML = BUILD / "html"
@@ -80,12 +83,24 @@ def test_page_renders_cleanly(built, browser, page):
     name = Path(page).name
     shot = SHOTS / f"{name}.png"
     # the page as a reader sees it in a 1280x2400 window, once formulas, images and widgets are drawn:
-    # its DOM for the checks below, and its screenshot (the CI artifact)
+    # its DOM for the checks below, what a reader would see wrong in its layout, and its full-page
+    # screenshot (the CI artifact). One load serves all three: the page checks are a large part of
+    # `make test` on the slowest build machine, and loading each page twice (here and in a separate
+    # reading test) doubled them.
     with opened(browser, html_file, 1280, 2400) as tab:
         settle(tab, widgets=widgets)
         dom = tab.content()
-        tab.screenshot(path=shot)
+        problems = reader_problems(tab)
+        tab.screenshot(path=shot, full_page=True)
+        if (
+            page in EXERCISE_PAGES
+        ):  # the same load: a second one per exercise page cost ~10 s each
+            check_exercises(tab, page)
     assert "<html" in dom, "chromium returned no DOM"
+    assert not problems, (
+        f"{page}: {len(problems)} problem(s) a reader would see:\n"
+        + "\n".join(problems)
+    )
     seen = _Elements()
     seen.feed(dom)
     assert seen.tracebacks == 0, (
@@ -245,66 +260,62 @@ for _path in sorted(Path(__file__).parent.glob("test_exercises_ch*.py")):
         QUIZ_CLICKS[f"chapters/{_stem}"] = _click
 
 
-@pytest.mark.parametrize("page", EXERCISE_PAGES)
-def test_exercises_solutions_and_quiz_work_offline(built, browser, page):
-    """Offline in Chromium: the numbered exercises render, each stub's check says "not yet", solutions are
-    folded until their toggle is clicked, and the quiz answers a click (QUIZ_CLICKS)."""
-    html_file = built / f"{page}.html"
-    with opened(browser, html_file) as tab:
-        titles = tab.locator(".exercise .admonition-title").all_inner_texts()
-        assert len(titles) >= EXERCISE_PAGES[page], (
-            f"{page}: {len(titles)} numbered exercises rendered: {titles}"
-        )
-        assert all(re.match(r"Exercise \d+", t) for t in titles), titles
-        outputs = " ".join(tab.locator("div.cell_output").all_inner_texts())
-        assert outputs.count("not yet") >= EXERCISE_PAGES[page], (
-            f"{page}: the untouched stubs' checks do not all say 'not yet'"
-        )
-        # solutions: folded behind a toggle, their code shown once it is clicked
-        solutions = tab.locator(".solution")
-        assert solutions.count() >= EXERCISE_PAGES[page], (
-            f"{page}: {solutions.count()} solutions rendered"
-        )
-        first = solutions.first
-        code = first.locator(".vnotes-solution pre").first
-        assert code.count() and not code.is_visible(), (
-            f"{page}: a solution is missing its code or is shown unfolded"
-        )
-        # the toggle's own button: the title's middle can be its link back to the exercise (2a's short
-        # titles put it there), which scrolls instead of unfolding
-        first.locator("button.toggle-button").first.click()
-        tab.wait_for_timeout(500)
-        assert first.locator(".vnotes-solution pre").first.is_visible(), (
-            f"{page}: clicking a solution's toggle does not show its code"
-        )
-        # the quiz: a click on a wrong answer is refused, one on the right answer accepted
-        asked, answer = QUIZ_CLICKS[page]
-        if isinstance(answer, re.Pattern):
-            found = answer.search(tab.inner_text("article"))
-            assert found, f"{page}: no line matching {answer.pattern!r}"
-            answer = found.group(1)
-        questions = tab.locator(".MultipleChoiceQn")
-        assert questions.count() >= 3 or tab.locator(".NumericQn").count(), (
-            f"{page}: the quiz did not render"
-        )
-        # jupyterquiz: each question is a .Quiz box holding the question, its answer buttons and feedback
-        question = tab.locator(".Quiz").filter(has_text=asked).first
-        wrong = (
-            question.locator("label.MCButton")
-            .filter(has_not_text=answer)
-            .first
-        )
-        wrong.click()
-        assert "incorrect" in question.locator(
-            ".Feedback"
-        ).first.get_attribute("class")
-        question.locator("label.MCButton").filter(
-            has_text=re.compile(rf"^{re.escape(answer)}$")
-        ).first.click()
-        feedback = question.locator(".Feedback").first
-        assert "correct" in feedback.get_attribute("class").split(), (
-            f"{page}: the quiz did not accept the page's own answer {answer!r}"
-        )
-        tab.screenshot(
-            path=SHOTS / f"{Path(page).name}-exercises.png", full_page=True
-        )
+def check_exercises(tab, page: str) -> None:
+    """In an open tab of ``page``: the numbered exercises render, each stub's check says "not yet", solutions
+    are folded until their toggle is clicked, and the quiz answers a click (QUIZ_CLICKS). Called by
+    test_page_renders_cleanly on the tab it has already loaded (after its screenshot, since this clicks)."""
+    titles = tab.locator(".exercise .admonition-title").all_inner_texts()
+    assert len(titles) >= EXERCISE_PAGES[page], (
+        f"{page}: {len(titles)} numbered exercises rendered: {titles}"
+    )
+    assert all(re.match(r"Exercise \d+", t) for t in titles), titles
+    outputs = " ".join(tab.locator("div.cell_output").all_inner_texts())
+    assert outputs.count("not yet") >= EXERCISE_PAGES[page], (
+        f"{page}: the untouched stubs' checks do not all say 'not yet'"
+    )
+    # solutions: folded behind a toggle, their code shown once it is clicked
+    solutions = tab.locator(".solution")
+    assert solutions.count() >= EXERCISE_PAGES[page], (
+        f"{page}: {solutions.count()} solutions rendered"
+    )
+    first = solutions.first
+    code = first.locator(".vnotes-solution pre").first
+    assert code.count() and not code.is_visible(), (
+        f"{page}: a solution is missing its code or is shown unfolded"
+    )
+    # the toggle's own button: the title's middle can be its link back to the exercise (2a's short
+    # titles put it there), which scrolls instead of unfolding
+    first.locator("button.toggle-button").first.click()
+    tab.wait_for_timeout(500)
+    assert first.locator(".vnotes-solution pre").first.is_visible(), (
+        f"{page}: clicking a solution's toggle does not show its code"
+    )
+    # the quiz: a click on a wrong answer is refused, one on the right answer accepted
+    asked, answer = QUIZ_CLICKS[page]
+    if isinstance(answer, re.Pattern):
+        found = answer.search(tab.inner_text("article"))
+        assert found, f"{page}: no line matching {answer.pattern!r}"
+        answer = found.group(1)
+    questions = tab.locator(".MultipleChoiceQn")
+    assert questions.count() >= 3 or tab.locator(".NumericQn").count(), (
+        f"{page}: the quiz did not render"
+    )
+    # jupyterquiz: each question is a .Quiz box holding the question, its answer buttons and feedback
+    question = tab.locator(".Quiz").filter(has_text=asked).first
+    wrong = (
+        question.locator("label.MCButton").filter(has_not_text=answer).first
+    )
+    wrong.click()
+    assert "incorrect" in question.locator(".Feedback").first.get_attribute(
+        "class"
+    )
+    question.locator("label.MCButton").filter(
+        has_text=re.compile(rf"^{re.escape(answer)}$")
+    ).first.click()
+    feedback = question.locator(".Feedback").first
+    assert "correct" in feedback.get_attribute("class").split(), (
+        f"{page}: the quiz did not accept the page's own answer {answer!r}"
+    )
+    tab.screenshot(
+        path=SHOTS / f"{Path(page).name}-exercises.png", full_page=True
+    )

@@ -3,7 +3,9 @@
 ``reader_problems`` looks at the laid-out page (Playwright driving Debian's chromium) for what an HTML
 dump cannot show: Markdown tables left as a paragraph of pipes, code a reader must scroll sideways,
 quoted reprs of Markdown or HTML printed as output, images that did not load, and TeX that MathJax did
-not typeset. Each rule has a small broken page under ``tests/fixtures/reading`` that it must catch.
+not typeset. Each rule has a small broken page under ``tests/fixtures/reading`` that it must catch. The built pages
+are checked with these rules by ``test_pages.py::test_page_renders_cleanly``, in the same browser tab
+as its other checks (one load per page).
 """
 
 from __future__ import annotations
@@ -13,11 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
-from bookinfo import BUILD, toc_files
 from browsing import opened, settle
 
-HTML = BUILD / "html"
-SHOTS = BUILD / "screenshots" / "reading"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reading"
 
 # Shared by every rule: the article is what the reader reads (the theme's sidebars and navigation are not).
@@ -135,31 +134,3 @@ def test_checker_catches_each_broken_example(browser, fixture):
             f"{fixture}.html: the checker missed its broken {rule}"
         )
         assert {p.split(":", 1)[0] for p in problems} == {rule}, problems
-
-
-@pytest.fixture(scope="module")
-def built() -> Path:
-    """The built site; a missing build fails (never skips) so a CI run cannot pass without it."""
-    if not (HTML / "index.html").exists():
-        pytest.fail("_build/html is missing: run `make book` first")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    return HTML
-
-
-@pytest.mark.book
-@pytest.mark.parametrize(
-    "page", toc_files() + ["build_status"]
-)  # the status page is added by the build
-def test_every_built_page_reads_cleanly(browser, built, page):
-    """The page as laid out in the browser breaks none of the reader rules; its screenshot is kept for CI."""
-    html_file = built / f"{page}.html"
-    assert html_file.exists(), f"{html_file} was not built"
-    with opened(browser, html_file) as tab:
-        problems = reader_problems(tab)
-        tab.screenshot(path=SHOTS / f"{Path(page).name}.png", full_page=True)
-    if problems:
-        pytest.fail(
-            f"{page}: {len(problems)} problem(s) a reader would see:\n"
-            + "\n".join(problems),
-            pytrace=False,
-        )
