@@ -3,7 +3,7 @@ to two iterations (VNOTES_DRY_RUN=2), so a shape error or a setting that no long
 here, not by a reader with a GPU. One CNN page and one transformer page (4d: ViT, Swin and Mixer at their full
 sizes); `make full-dry` runs every page. 7c (ALBEF, which also builds 7a's CLIP at full size) was the second
 page until it took 141 s of `make unit` on the slowest build machine (AVX2 EPYC, fp32 42 GFLOP/s), against
-about 20 s for 4d; `make full-dry` still runs it."""
+33 s for 4d; `make full-dry` still runs it."""
 
 import json
 import os

@@ -92,9 +92,8 @@ def test_page_renders_cleanly(built, browser, page):
         dom = tab.content()
         problems = reader_problems(tab)
         tab.screenshot(path=shot, full_page=True)
-        if (
-            page in EXERCISE_PAGES
-        ):  # the same load: a second one per exercise page cost ~10 s each
+        # exercises are checked in the same load (a second load per exercise page cost ~10 s each)
+        if page in EXERCISE_PAGES:
             check_exercises(tab, page)
     assert "<html" in dom, "chromium returned no DOM"
     assert not problems, (
