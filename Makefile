@@ -63,7 +63,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not book" -n 2 --dist loadfile --durations=15
+	$(BIN)/pytest -q -m "not book" -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # Every notebook, top to bottom, at `smoke` (nbval: one fresh kernel per notebook, two at a time,
 # one thread each: two-thread kernels side by side on two cores slow each other down many times over).
