@@ -920,3 +920,37 @@ def test_dalle2_recipes_give_every_scale_the_same_settings_and_a_decoder_guidanc
         assert list(cfg["decoder_guidance_grid"]) == sorted(
             cfg["decoder_guidance_grid"]
         )
+
+
+def test_frozen_features_are_the_towers_own_numbers_for_any_batching():
+    """7g and 7h train on a frozen tower's tokens computed once: they must equal the tower's output on a shuffled
+    training batch bit for bit, and a VLMo step on them must equal a step on the images."""
+    from vnotes.multimodal.multiway import build_vlmo, vlmo_step
+    from vnotes.multimodal.towers import frozen_features, image_tokens
+
+    torch.manual_seed(0)
+    tower = _tower().eval()
+    pairs = mmdata.make_pairs(48, seed=0)
+    with torch.no_grad():
+        at_once = image_tokens(tower, pairs.images)
+    order = torch.randperm(48, generator=torch.Generator().manual_seed(1))
+    batched = frozen_features(
+        lambda x: image_tokens(tower, x), pairs.images[order], batch_size=16
+    )
+    assert torch.equal(batched, at_once[order])
+
+    losses = []
+    for use_tokens in (False, True):
+        torch.manual_seed(0)
+        vlmo = build_vlmo(VOCAB, tower, 64)
+        x = pairs.images[:16]
+        if use_tokens:
+            x = frozen_features(vlmo.frozen_image_tokens, x, batch_size=5)
+            assert x.ndim == 3
+        loss, _ = vlmo_step(vlmo, (x, pairs.tokens[:16], pairs.text_id[:16]))
+        losses.append(loss)
+    assert torch.equal(losses[0], losses[1])
+    with pytest.raises(ValueError, match=r"images must be \[N, 3, H, W\]"):
+        frozen_features(vlmo.frozen_image_tokens, at_once)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        frozen_features(vlmo.frozen_image_tokens, pairs.images, batch_size=0)

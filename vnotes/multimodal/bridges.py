@@ -338,18 +338,25 @@ class QFormerStage1(nn.Module):
         self.visual.eval()
         return self
 
+    def frozen_image_tokens(self, images: Tensor) -> Tensor:
+        """The frozen tower's tokens ``[B, 1 + N, image_dim]`` of images ``[B, 3, H, W]``; tokens it gave
+        earlier (:func:`~vnotes.multimodal.towers.frozen_features` of this method) pass through unchanged."""
+        if images.ndim == 3:
+            return images
+        with torch.no_grad():
+            return image_tokens(self.visual, images)
+
     def forward(
         self, images: Tensor, ids: Tensor, text_id: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        with torch.no_grad():
-            tokens = image_tokens(self.visual, images)
+        tokens = self.frozen_image_tokens(images)
         return self.qformer.stage1_loss(tokens, ids, text_id)
 
 
 def stage1_step(
     model: QFormerStage1, batch: tuple[Tensor, ...]
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """A :func:`vnotes.fit` step: ``batch = (images, caption ids, text_id)``."""
+    """A :func:`vnotes.fit` step: ``batch = (images or their frozen tokens, caption ids, text_id)``."""
     return model(batch[0], batch[1], batch[2])
 
 
@@ -401,8 +408,12 @@ class FrozenVisionLanguage(nn.Module):
         return self
 
     def frozen_image_tokens(self, images: Tensor) -> Tensor:
+        """The frozen tower's tokens ``[B, 1 + N, image_dim]`` of images ``[B, 3, H, W]``; tokens it gave
+        earlier (:func:`~vnotes.multimodal.towers.frozen_features` of this method) pass through unchanged."""
+        if images.ndim == 3:
+            return images
         with torch.no_grad():
-            return image_tokens(self.visual, images)  # [B, 1 + N, image_dim]
+            return image_tokens(self.visual, images)
 
     def prefix(self, images: Tensor) -> Tensor:
         """The soft prompt ``[B, P, lm_dim]``: P = number of queries (Q-Former) or 1 + N (linear)."""
@@ -455,7 +466,7 @@ def bridge_batch(
 def bridge_step(
     model: FrozenVisionLanguage, batch: tuple[Tensor, ...]
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """A :func:`vnotes.fit` step: LM loss on the target tokens only; ``batch = (images, ids, target_mask)``."""
+    """A :func:`vnotes.fit` step: LM loss on the target tokens only; ``batch = (images or their frozen tokens, ids, target_mask)``."""
     images, ids, target = batch
     logits = model.logits(images, ids[:, :-1])  # predict token t+1
     mask = target[:, 1:]

@@ -172,8 +172,12 @@ class VLMo(nn.Module):
         self.visual.eval()
         return self
 
-    def embed_image(self, images: Tensor) -> Tensor:
-        """The frozen tower's pooled token and its feature map average-pooled ``image_pool`` x ``image_pool``."""
+    def frozen_image_tokens(self, images: Tensor) -> Tensor:
+        """The frozen tower's pooled token and its feature map average-pooled ``image_pool`` x ``image_pool``
+        ``[B, 1 + N / pool^2, image_dim]``; tokens it gave earlier (:func:`~vnotes.multimodal.towers.frozen_features`
+        of this method) pass through unchanged."""
+        if images.ndim == 3:
+            return images
         with torch.no_grad():
             tokens = image_tokens(self.visual, images)  # [B, 1 + N, image_dim]
             if self.image_pool > 1:
@@ -186,8 +190,14 @@ class VLMo(nn.Module):
                     .transpose(1, 2)
                 )  # [B, N / pool^2, D]
                 tokens = torch.cat([tokens[:, :1], pooled], 1)
+        return tokens
+
+    def embed_image(self, images: Tensor) -> Tensor:
+        """Image tokens for the shared blocks: the frozen tower's tokens, projected and normalised (trained)."""
         return (
-            self.image_embed_norm(self.image_in(tokens))
+            self.image_embed_norm(
+                self.image_in(self.frozen_image_tokens(images))
+            )
             + self.type_embed.weight[0]
         )
 
@@ -332,5 +342,5 @@ def build_vlmo(
 def vlmo_step(
     model: VLMo, batch: tuple[Tensor, ...]
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """A :func:`vnotes.fit` step: ``batch = (images, tokens, text_id)``."""
+    """A :func:`vnotes.fit` step: ``batch = (images or their frozen tokens, tokens, text_id)``."""
     return model(batch[0], batch[1], batch[2])

@@ -4,6 +4,7 @@
   bidirectional encoder (Devlin et al., 2019), from the blocks of chapter 4
 * :class:`AttentionPool2d`, :class:`ResNetTower` -- CLIP's ResNet image encoder with attention pooling
 * :func:`image_tokens` -- any image tower's output as tokens ``[B, 1 + N, dim]`` for the fusion models
+* :func:`frozen_features` -- a frozen part's output for a whole training set, computed once before training
 """
 
 from __future__ import annotations
@@ -205,6 +206,30 @@ def fit_width_to_tower(
 
 
 # ----------------------------------------------------------------------------- tokens for fusion
+@torch.no_grad()
+def frozen_features(fn, images: Tensor, batch_size: int = 256) -> Tensor:
+    """``fn(images)`` for every image, ``batch_size`` at a time, concatenated: a frozen tower's output computed once.
+
+    When a tower is frozen and its training images are never augmented, what it gives each image is the
+    same at every step, so the models of 7g and 7h take these features in place of the images while they
+    train, instead of running the tower again on every batch. The numbers are the same: the tower treats
+    each image on its own (eval mode, no batch statistics), and tests/test_multimodal.py checks that a
+    shuffled batch gives the same features bit for bit.
+    """
+    if images.ndim != 4:
+        raise ValueError(
+            f"images must be [N, 3, H, W]; got shape {tuple(images.shape)}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1")
+    return torch.cat(
+        [
+            fn(images[i : i + batch_size])
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
 def image_tokens(
     visual: ViT | ResNetTower, images: Tensor, need_weights: bool = False
 ) -> Tensor:
