@@ -22,6 +22,7 @@ SHARED_CALLS = {
     "clip": r"\bchapter_clip\(",
     "vilt": r"\bchapter_vilt\((?![^)]*use_cache=False)",
     "generative": r"\bload_or_train\(",
+    "judge": r"\bload_or_train\(\s*\"judge\"",
     "ssl": r"\b(load_or_pretrain|chapter_ranking)\(",
 }
 

@@ -66,6 +66,13 @@ SHARED_MODELS: dict[str, dict] = {
         "owner": ["06a_autoencoders", "06b_gan", "06c_diffusion"],
         "users": ["06d_yardstick"],
     },
+    "judge": {
+        # 6b and 6c ran beside 6a in the same build and each trained the same judge again (~20 s apiece on the
+        # 2-core AVX2 EPYC): they now wait for 6a and load its copy (the same weights, bit for bit)
+        "what": "the digit judge of page 6a (the chapter's yardstick)",
+        "owner": ["06a_autoencoders"],
+        "users": ["06b_gan", "06c_diffusion", "06d_yardstick"],
+    },
     "clip": {
         "what": "the chapter's CLIP (page 7a)",
         "owner": ["07a_clip"],
