@@ -257,9 +257,17 @@ def scatter_2d(
         elif method == "tsne":
             from sklearn.manifold import TSNE
 
-            x = TSNE(n_components=2, random_state=0, init="pca").fit_transform(
-                x
+            # 500 iterations instead of scikit-learn's 1000: a 500-point map took 3.9 -> 2.2 s on the 2-core
+            # AVX2 EPYC, and the book draws about fifteen of them (chapters 5 and 6); the clusters are already
+            # settled by then. The argument was called n_iter before scikit-learn 1.5.
+            steps = (
+                "max_iter"
+                if "max_iter" in inspect.signature(TSNE).parameters
+                else "n_iter"
             )
+            x = TSNE(
+                n_components=2, random_state=0, init="pca", **{steps: 500}
+            ).fit_transform(x)
         else:
             raise ValueError(
                 f"method={method!r} is unknown; allowed: 'pca', 'tsne'"
