@@ -713,7 +713,7 @@ def cost_line(
             continue
         if other == "smoke" and stem in smoke:
             others.append(
-                f"`smoke` {_fmt_s(smoke[stem])} (this machine, this build)"
+                f"`smoke` {_fmt_s(smoke[stem])} (this machine, this build, figures not drawn)"
             )
         elif recorded.get(other, {}).get(stem):
             label, s = next(iter(recorded[other][stem].items()))
@@ -770,7 +770,7 @@ def status_page(
         f"{slowest[0]} ({_fmt_s(slowest[1].get('seconds') or 0)}). A page marked *reused* was not executed "
         "again: nothing it depends on had changed since the date shown.",
         "",
-        f"| page | {scale} (wall s) | smoke (s) | executed on |",
+        f"| page | {scale} (wall s) | smoke (s, figures not drawn) | executed on |",
         "|---|---|---|---|",
     ]
     for stem in stems:
