@@ -101,6 +101,12 @@ def _run(notebook: str, work: Path, attempts: int = 2) -> dict[str, float]:
         metrics, cache = run / "metrics", run / "cache"
         metrics.mkdir(parents=True)
         cache.mkdir()
+        # figures built but not drawn, as in `make notebooks`: the metrics do not depend on drawing
+        profile = run / "ipython" / "profile_default"
+        profile.mkdir(parents=True)
+        (profile / "ipython_kernel_config.py").write_text(
+            "c.InlineBackend.figure_formats = set()\n"
+        )
         env = {
             **os.environ,
             "VNOTES_SCALE": "smoke",
@@ -110,6 +116,7 @@ def _run(notebook: str, work: Path, attempts: int = 2) -> dict[str, float]:
             "VNOTES_DEVICE": "cpu",
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
+            "IPYTHONDIR": str(run / "ipython"),
         }
         cmd = [
             str(PAPERMILL),
