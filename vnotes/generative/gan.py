@@ -238,8 +238,12 @@ class AdversarialStep:
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
-        # generator: make the updated discriminator call the fakes real
+        # generator: make the updated discriminator call the fakes real. Its loss needs gradients through D to
+        # G only: D's weights are frozen for this forward pass, so the backward pass skips their gradients (the
+        # same generator update; it was a third of this step's backward work that nothing used)
+        model.discriminator.requires_grad_(False)
         d_fake_for_g = model.discriminator(fake).float()
+        model.discriminator.requires_grad_(True)
         g_loss = F.binary_cross_entropy_with_logits(
             d_fake_for_g, torch.ones_like(d_fake_for_g)
         )
