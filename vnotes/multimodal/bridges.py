@@ -325,6 +325,15 @@ class QFormer(nn.Module):
         }
 
 
+def frozen_tokens(visual: nn.Module, images: Tensor) -> Tensor:
+    """A frozen tower's tokens ``[B, 1 + N, image_dim]`` of images ``[B, 3, H, W]``, computed without a graph; tokens
+    it gave earlier (``[B, T, image_dim]``, e.g. from :func:`~vnotes.multimodal.towers.frozen_features`) pass through."""
+    if images.ndim == 3:
+        return images
+    with torch.no_grad():
+        return image_tokens(visual, images)
+
+
 class QFormerStage1(nn.Module):
     """BLIP-2's first stage: the Q-Former learns from image--text pairs while the image encoder stays frozen."""
 
@@ -339,12 +348,8 @@ class QFormerStage1(nn.Module):
         return self
 
     def frozen_image_tokens(self, images: Tensor) -> Tensor:
-        """The frozen tower's tokens ``[B, 1 + N, image_dim]`` of images ``[B, 3, H, W]``; tokens it gave
-        earlier (:func:`~vnotes.multimodal.towers.frozen_features` of this method) pass through unchanged."""
-        if images.ndim == 3:
-            return images
-        with torch.no_grad():
-            return image_tokens(self.visual, images)
+        """:func:`frozen_tokens` of this model's tower."""
+        return frozen_tokens(self.visual, images)
 
     def forward(
         self, images: Tensor, ids: Tensor, text_id: Tensor
@@ -408,12 +413,8 @@ class FrozenVisionLanguage(nn.Module):
         return self
 
     def frozen_image_tokens(self, images: Tensor) -> Tensor:
-        """The frozen tower's tokens ``[B, 1 + N, image_dim]`` of images ``[B, 3, H, W]``; tokens it gave
-        earlier (:func:`~vnotes.multimodal.towers.frozen_features` of this method) pass through unchanged."""
-        if images.ndim == 3:
-            return images
-        with torch.no_grad():
-            return image_tokens(self.visual, images)
+        """:func:`frozen_tokens` of this model's tower."""
+        return frozen_tokens(self.visual, images)
 
     def prefix(self, images: Tensor) -> Tensor:
         """The soft prompt ``[B, P, lm_dim]``: P = number of queries (Q-Former) or 1 + N (linear)."""
