@@ -66,6 +66,15 @@ def probe() -> dict:
     finally:
         torch.set_num_threads(before)
     label = cpu_label()
+    if label.endswith("AVX2, no bf16"):
+        # two AVX2-only EPYCs were seen, one with half the other's matrix speed (fp32 32-42 against 81 GFLOP/s on
+        # one thread): the older one gets a section of its own, named by its CPU family and model numbers
+        ids = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            ids.setdefault(key.strip(), value.strip())  # the first core's
+        if (ids.get("cpu family"), ids.get("model")) == ("23", "1"):
+            label += " (family 23, model 1: half the matrix speed)"
     return {
         "label": label,
         "torch": torch.__version__.split("+")[0],
