@@ -11,7 +11,7 @@ os.environ.setdefault("VNOTES_PROGRESS", "0")
 # Files of a few tests that take half a minute to a minute each, queued first. xdist's --dist loadfile queues files
 # by their number of tests, so these came last and ran one after another on one worker while the other sat idle:
 # `make unit` took 220 s on the 2-core AVX2 EPYC (fp32 39 GFLOP/s), its last 5 % of tests about two minutes of that.
-# With them first (and --no-loadscope-reorder in the Makefile) the many quick files fill in around them.
+# With them first (and --no-loadscope-reorder in the Makefile) the many quick files fill in around them: 198 s.
 SLOW_FILES_FIRST = (
     "test_full_dry.py",
     "test_colab_like.py",

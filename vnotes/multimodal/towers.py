@@ -4,7 +4,7 @@
   bidirectional encoder (Devlin et al., 2019), from the blocks of chapter 4
 * :class:`AttentionPool2d`, :class:`ResNetTower` -- CLIP's ResNet image encoder with attention pooling
 * :func:`image_tokens` -- any image tower's output as tokens ``[B, 1 + N, dim]`` for the fusion models
-* :func:`frozen_features` -- a frozen part's output for a whole training set, computed once before training
+* :func:`frozen_tokens`, :func:`frozen_features` -- a frozen tower's tokens, per batch or for a whole training set once
 """
 
 from __future__ import annotations
@@ -206,6 +206,15 @@ def fit_width_to_tower(
 
 
 # ----------------------------------------------------------------------------- tokens for fusion
+def frozen_tokens(visual: ViT | ResNetTower, images: Tensor) -> Tensor:
+    """A frozen tower's :func:`image_tokens` ``[B, 1 + N, dim]`` of images ``[B, 3, H, W]``, computed without a graph;
+    tokens computed earlier (``[B, T, dim]``, e.g. by :func:`frozen_features`) pass through unchanged."""
+    if images.ndim == 3:
+        return images
+    with torch.no_grad():
+        return image_tokens(visual, images)
+
+
 @torch.no_grad()
 def frozen_features(fn, images: Tensor, batch_size: int = 256) -> Tensor:
     """``fn(images)`` for every image, ``batch_size`` at a time, concatenated: a frozen tower's output computed once.
