@@ -358,6 +358,53 @@ def test_training_loss_drops_the_condition_at_the_asked_rate():
     )  # E||eps||^2 = 1 for a zero predictor
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_min_snr_loss_weights_each_example_by_its_step(schedule):
+    """Min-SNR-gamma (Hang et al., 2023): an example noised to step t counts min(SNR_t, gamma) / SNR_t."""
+    gamma = 2.0
+    d = GaussianDiffusion(
+        100, schedule, cond_drop_prob=0.0, min_snr_gamma=gamma
+    )
+    plain = GaussianDiffusion(100, schedule, cond_drop_prob=0.0)
+    snr = (plain.alpha_bar / (1 - plain.alpha_bar)).double()
+    expected = (
+        torch.minimum(snr, torch.tensor(gamma, dtype=torch.float64)) / snr
+    )
+    # (expected is read from the float32 abar_t: 1 - abar_t near 1 keeps ~3 significant digits)
+    assert torch.allclose(d.loss_weight.double(), expected, rtol=2e-3)
+    # nearly clean steps are down-weighted, the noisy ones (SNR <= gamma) keep weight 1
+    assert d.loss_weight[0] < 0.05 and d.loss_weight[-1] == 1.0
+
+    class Half(
+        torch.nn.Module
+    ):  # predicts half of x_t: the error depends on the example
+        def forward(self, x, t, cond=None, cond_mask=None):
+            return 0.5 * x
+
+    x0 = torch.randn(64, 3, 4, 4)
+    torch.manual_seed(1)
+    got = d.loss(Half(), x0)
+    # the same draws of t and noise, weighted by hand
+    torch.manual_seed(1)
+    t = torch.randint(0, 100, (64,))
+    noise = torch.randn_like(x0)
+    x_t = plain.q_sample(x0, t, noise)
+    per_example = ((0.5 * x_t - noise) ** 2).mean(dim=(1, 2, 3))
+    weights = d.loss_weight[t]
+    assert torch.allclose(got, (weights * per_example).mean(), rtol=1e-6)
+    # with gamma above every SNR all weights are 1: the unweighted L_simple, draw for draw
+    huge = GaussianDiffusion(
+        100, schedule, cond_drop_prob=0.0, min_snr_gamma=1e12
+    )
+    torch.manual_seed(1)
+    a = huge.loss(Half(), x0)
+    torch.manual_seed(1)
+    assert torch.allclose(a, plain.loss(Half(), x0), rtol=1e-6)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="min_snr_gamma"):
+            GaussianDiffusion(10, min_snr_gamma=bad)
+
+
 def test_timestep_embedding_is_sinusoidal():
     t = torch.tensor([0, 3, 250])
     emb = timestep_embedding(t, 8)

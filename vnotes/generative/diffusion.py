@@ -65,6 +65,11 @@ class GaussianDiffusion:
     ``cond_drop_prob`` is the share of training examples whose condition is replaced by the
     learned "no condition" embedding, so one network learns both p(x | c) and p(x) and can be
     guided at sampling time (classifier-free guidance, Ho & Salimans, 2022).
+
+    ``min_snr_gamma`` weights each example's noise-prediction error by min(SNR_t, gamma) / SNR_t, with
+    SNR_t = abar_t / (1 - abar_t) (Min-SNR-gamma, Hang et al., 2023): the many nearly clean steps, whose
+    noise is easy to read off, count less, and the noisy steps that settle an image's layout count fully.
+    None keeps Ho et al.'s unweighted L_simple.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class GaussianDiffusion:
         schedule: str = "linear",
         cond_drop_prob: float = 0.1,
         clip_denoised: bool = True,
+        min_snr_gamma: float | None = None,
     ):
         if schedule not in SCHEDULES:
             raise ValueError(
@@ -82,8 +88,13 @@ class GaussianDiffusion:
             raise ValueError(
                 f"cond_drop_prob={cond_drop_prob} must lie in [0, 1]"
             )
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(
+                f"min_snr_gamma={min_snr_gamma} must be positive (or None: unweighted)"
+            )
         self.timesteps, self.schedule = int(timesteps), schedule
         self.cond_drop_prob, self.clip_denoised = cond_drop_prob, clip_denoised
+        self.min_snr_gamma = min_snr_gamma
         betas = (
             linear_beta_schedule(timesteps)
             if schedule == "linear"
@@ -100,6 +111,12 @@ class GaussianDiffusion:
             f32, (betas, alphas, alpha_bar, alpha_bar_prev)
         )
         self.sqrt_alpha_bar = f32(alpha_bar.sqrt())
+        snr = alpha_bar / (1 - alpha_bar)
+        self.loss_weight = (
+            None
+            if min_snr_gamma is None
+            else f32(snr.clamp(max=min_snr_gamma) / snr)
+        )  # [T], min(SNR_t, gamma) / SNR_t
         self.sqrt_one_minus_alpha_bar = f32((1 - alpha_bar).sqrt())
         # posterior q(x_{t-1} | x_t, x_0) = N(c0 x_0 + ct x_t, beta_tilde_t)   (Ho et al., eq. 6-7)
         self.posterior_variance = f32(
@@ -192,7 +209,8 @@ class GaussianDiffusion:
     def loss(
         self, model: nn.Module, x0: Tensor, cond: Tensor | None = None
     ) -> Tensor:
-        """L_simple = E_{t, eps} || eps - eps_theta(x_t, t, c) ||^2   (Ho et al., eq. 14; condition dropped at random)."""
+        """L_simple = E_{t, eps} || eps - eps_theta(x_t, t, c) ||^2   (Ho et al., eq. 14; condition dropped at random),
+        each example weighted by min(SNR_t, gamma) / SNR_t when the process has a ``min_snr_gamma``."""
         B = x0.shape[0]
         t = torch.randint(0, self.timesteps, (B,), device=x0.device)
         noise = torch.randn_like(x0)
@@ -202,7 +220,11 @@ class GaussianDiffusion:
             keep = (
                 torch.rand(B, device=x0.device) >= self.cond_drop_prob
             )  # [B], False = "no condition"
-        return F.mse_loss(model(x_t, t, cond, keep).float(), noise)
+        if self.loss_weight is None:
+            return F.mse_loss(model(x_t, t, cond, keep).float(), noise)
+        err = (model(x_t, t, cond, keep).float() - noise).pow(2)
+        per_example = err.reshape(B, -1).mean(1)  # [B]
+        return (self.loss_weight.to(x0.device)[t] * per_example).mean()
 
     # ----------------------------------------------------------------- reverse (denoising)
     def predict_noise(
