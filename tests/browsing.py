@@ -8,6 +8,7 @@ refuses to start inside the first's event loop). Each test opens its page in a f
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 from contextlib import contextmanager
@@ -81,3 +82,34 @@ def settle(page, timeout_ms: int = SETTLE_MS, widgets: bool = False) -> None:
         }""",
         [timeout_ms, widgets],
     )
+
+
+def page_png(page, path: Path, clip: dict | None = None) -> None:
+    """A PNG of the whole page (or of ``clip``, page coordinates in CSS pixels) written to ``path``.
+
+    Chromium's own capture with its fast PNG encoder (``optimizeForSpeed``): the same pixels as
+    Playwright's ``screenshot(full_page=True)``, in about 2.5 s instead of 4 on a 30,000-pixel page on
+    the 2-core AVX2 EPYC, for files about a quarter larger.
+    """
+    cdp = page.context.new_cdp_session(page)
+    try:
+        if clip is None:
+            size = cdp.send("Page.getLayoutMetrics")["cssContentSize"]
+            clip = {
+                "x": 0,
+                "y": 0,
+                "width": size["width"],
+                "height": size["height"],
+            }
+        shot = cdp.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "optimizeForSpeed": True,
+                "clip": {**clip, "scale": 1},
+            },
+        )
+    finally:
+        cdp.detach()
+    Path(path).write_bytes(base64.b64decode(shot["data"]))

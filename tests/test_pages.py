@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bookinfo import BUILD, THRESHOLDS, thresholds, toc_files
-from browsing import opened, settle
+from browsing import opened, page_png, settle
 from test_reading import reader_problems
 
 pytestmark = pytest.mark.book
@@ -91,7 +91,7 @@ def test_page_renders_cleanly(built, browser, page):
         settle(tab, widgets=widgets)
         dom = tab.content()
         problems = reader_problems(tab)
-        tab.screenshot(path=shot, full_page=True)
+        page_png(tab, shot)
         # exercises are checked in the same load (a second load per exercise page cost ~10 s each)
         if page in EXERCISE_PAGES:
             check_exercises(tab, page)
@@ -325,8 +325,8 @@ def check_exercises(tab, page: str) -> None:
     # the scroll position the clicks left it would be drawn across the middle of the section
     tab.evaluate("window.scrollTo(0, 0)")
     box = section.bounding_box()
-    tab.screenshot(
-        path=SHOTS / f"{Path(page).name}-exercises.png",
-        full_page=True,
+    page_png(
+        tab,
+        SHOTS / f"{Path(page).name}-exercises.png",
         clip={k: box[k] for k in ("x", "y", "width", "height")},
     )
