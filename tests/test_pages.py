@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from bookinfo import BUILD, THRESHOLDS, thresholds, toc_files
 from browsing import opened, page_png, settle
@@ -285,8 +286,11 @@ def check_exercises(tab, page: str) -> None:
     # the toggle's own button: the title's middle can be its link back to the exercise (2a's short
     # titles put it there), which scrolls instead of unfolding
     first.locator("button.toggle-button").first.click()
-    tab.wait_for_timeout(500)
-    assert first.locator(".vnotes-solution pre").first.is_visible(), (
+    try:  # as long as the unfolding takes (it was a fixed half second), at most 5 s
+        code.wait_for(state="visible", timeout=5_000)
+    except PlaywrightTimeout:
+        pass  # reported just below
+    assert code.is_visible(), (
         f"{page}: clicking a solution's toggle does not show its code"
     )
     # the quiz: a click on a wrong answer is refused, one on the right answer accepted
