@@ -375,9 +375,8 @@ def test_min_snr_loss_weights_each_example_by_its_step(schedule):
     # nearly clean steps are down-weighted, the noisy ones (SNR <= gamma) keep weight 1
     assert d.loss_weight[0] < 0.05 and d.loss_weight[-1] == 1.0
 
-    class Half(
-        torch.nn.Module
-    ):  # predicts half of x_t: the error depends on the example
+    # a model that predicts half of x_t: its error differs from example to example
+    class Half(torch.nn.Module):
         def forward(self, x, t, cond=None, cond_mask=None):
             return 0.5 * x
 
